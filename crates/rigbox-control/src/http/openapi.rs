@@ -1,0 +1,52 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at
+//! `/api/v1/openapi.json`. A checked-in copy (`docs/openapi.json`) is compared against it by a
+//! test, so the published contract cannot drift from the code.
+
+use super::{accounts, keys, public, workspaces};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API key `rb_…` or a console session token `rbs_…`.")).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Rigbox control-plane API", description = "REST API of the Rigbox control plane. Errors use the envelope {\"error\":{\"code\",\"message\",\"details\"}}."),
+    modifiers(&Security),
+    security(("bearer" = [])),
+    paths(
+        public::capacity, public::templates,
+        accounts::signup, accounts::login, accounts::logout, accounts::me, accounts::change_password,
+        accounts::create_cli_session, accounts::poll_cli_session, accounts::cli_session_details,
+        accounts::approve_cli_session, accounts::deny_cli_session,
+        accounts::limits, accounts::credits, accounts::ledger, accounts::regions, accounts::settings, accounts::update_settings,
+        keys::create_api_key, keys::list_api_keys, keys::delete_api_key,
+        keys::add_ssh_key, keys::list_ssh_keys, keys::delete_ssh_key,
+        workspaces::list, workspaces::create, workspaces::get, workspaces::delete,
+        workspaces::start, workspaces::stop, workspaces::restart, workspaces::cancel, workspaces::retry,
+        workspaces::resize, workspaces::get_env, workspaces::patch_env, workspaces::ssh_keys, workspaces::sync_ssh_keys,
+    ),
+    components(schemas(rigbox_types::ErrorBody, rigbox_types::ErrorDetail, rigbox_types::ErrorCode))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+}
+
+/// The document as pretty JSON with a trailing newline (the checked-in form).
+pub fn document_pretty() -> String {
+    let mut s = serde_json::to_string_pretty(&document()).unwrap_or_default();
+    s.push('\n');
+    s
+}
