@@ -1,1 +1,283 @@
-fn main() {}
+//! The `rigboxd` command line: `up`, `check`, `admin`, `--version`.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use rigboxd::config::{Accel, Config, Outbound, Role, TlsMode, VmmKind};
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "rigboxd", version = rigboxd::VERSION, about = "Rigbox: self-hosted cloud developer workspaces")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start the platform (all roles in one process by default).
+    Up(UpArgs),
+    /// Check host prerequisites of the node role.
+    Check,
+    /// Operator actions on the local control plane.
+    Admin(AdminArgs),
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// TOML configuration file (default /etc/rigbox/rigboxd.toml if it exists).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (default $RIGBOX_DATA_DIR, else ~/.local/share/rigbox).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_enum)]
+    role: Option<Role>,
+    #[arg(long)]
+    base_domain: Option<String>,
+    #[arg(long)]
+    listen: Option<String>,
+    #[arg(long)]
+    http_port: Option<u16>,
+    #[arg(long)]
+    https_port: Option<u16>,
+    #[arg(long)]
+    ssh_port: Option<u16>,
+    #[arg(long, value_enum)]
+    tls: Option<TlsMode>,
+    #[arg(long, value_enum)]
+    vmm: Option<VmmKind>,
+    #[arg(long, value_enum)]
+    accel: Option<Accel>,
+    #[arg(long, value_enum)]
+    vm_outbound: Option<Outbound>,
+    #[arg(long)]
+    region: Option<String>,
+    /// Stop running VMs on exit instead of leaving them for the next start to re-adopt.
+    #[arg(long)]
+    stop_vms_on_exit: bool,
+    /// Allow self-service signup.
+    #[arg(long)]
+    signup_enabled: bool,
+}
+
+#[derive(Args, Debug)]
+struct AdminArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    cmd: AdminCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage credits.
+    #[command(subcommand)]
+    Credits(CreditsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// Create a verified account; the password is read from stdin.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// Set a new password (stdin) and revoke all sessions.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+    },
+    /// Change the plan.
+    SetPlan {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        plan: String,
+    },
+    /// Override one limit for this user.
+    SetLimit {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        value: i64,
+    },
+    /// Remove every per-user limit override.
+    ClearLimits {
+        #[arg(long)]
+        email: String,
+    },
+    /// Mark the email verified.
+    VerifyEmail {
+        #[arg(long)]
+        email: String,
+    },
+    /// Disable the account.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Re-enable the account.
+    Enable {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CreditsCmd {
+    /// Add (or with a negative N remove) credits.
+    Adjust {
+        #[arg(long)]
+        email: String,
+        #[arg(long, allow_hyphen_values = true)]
+        credits: f64,
+        #[arg(long)]
+        note: String,
+    },
+}
+
+fn load(common: &Common) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(common.config.as_deref())?;
+    if let Some(d) = &common.data_dir {
+        cfg.data_dir = Some(d.clone());
+    }
+    Ok(cfg)
+}
+
+fn apply_up_flags(cfg: &mut Config, a: &UpArgs) {
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = &a.$f { cfg.$f = v.clone(); } )* };
+    }
+    set!(role, base_domain, listen, http_port, https_port, ssh_port, tls, vmm, accel, vm_outbound, region);
+    cfg.stop_vms_on_exit |= a.stop_vms_on_exit;
+    cfg.signup_enabled |= a.signup_enabled;
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).context("cannot read the password from stdin")?;
+    let pw = s.lines().next().unwrap_or_default().to_owned();
+    anyhow::ensure!(!pw.is_empty(), "no password on stdin (pipe it in: echo 'secret-password' | rigboxd admin user create ...)");
+    Ok(pw)
+}
+
+async fn up(mut cfg: Config, args: &UpArgs) -> anyhow::Result<()> {
+    apply_up_flags(&mut cfg, args);
+    if cfg.vmm == VmmKind::Qemu {
+        eprintln!("note: the QEMU driver is not part of this build yet; running the simulated VMM (--vmm sim): workspaces go through their whole lifecycle but no VM boots.");
+    }
+    if cfg.tls != TlsMode::Off {
+        eprintln!("note: the HTTPS edge is not part of this build yet; serving plain HTTP only.");
+    }
+    let platform = rigboxd::Platform::start(&cfg).await?;
+    let ready = rigboxd::ready_document(&cfg, &platform);
+    let ready_path = platform.data_dir.join("ready.json");
+    let tmp = ready_path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&ready)?)?;
+    std::fs::rename(&tmp, &ready_path)?;
+    let url = platform.api_url();
+    println!(
+        "Rigbox {} is up (simulated VMM).\n\n  Console:  {url}/\n  API:      {url}/api/v1\n  Data dir: {}\n\nCreate the first user:\n  echo 'a-long-password' | rigboxd admin --data-dir {} user create --email you@example.com\nThen sign in the CLI:\n  rig login --api-url {url}\n\nPress Ctrl-C to stop.",
+        rigboxd::VERSION,
+        platform.data_dir.display(),
+        platform.data_dir.display(),
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("shutting down");
+    let _ = std::fs::remove_file(&ready_path);
+    platform.shutdown(cfg.stop_vms_on_exit).await;
+    Ok(())
+}
+
+async fn admin(cfg: Config, cmd: AdminCmd) -> anyhow::Result<()> {
+    use rigbox_control::app::accounts::NewUser;
+    use rigbox_control::store::UserFlag;
+    let store = rigboxd::open_store(&cfg.data_dir()).await?;
+    let control = rigboxd::control_config(&cfg, "");
+    let app = rigbox_control::App::new(store, control, std::sync::Arc::new(rigbox_control::app::SystemClock), Vec::new());
+    let r = match cmd {
+        AdminCmd::User(UserCmd::Create { email, name, plan }) => {
+            let password = read_password()?;
+            app.create_user(NewUser { email, name, password, plan, email_verified: true }).await.map(|u| println!("created {} ({})", u.email, u.id))
+        }
+        AdminCmd::User(UserCmd::SetPassword { email }) => {
+            let password = read_password()?;
+            app.admin_set_password(&email, password).await.map(|_| println!("password set; all sessions revoked"))
+        }
+        AdminCmd::User(UserCmd::SetPlan { email, plan }) => app.admin_set_plan(&email, &plan).await.map(|_| println!("plan set to {plan}")),
+        AdminCmd::User(UserCmd::SetLimit { email, key, value }) => {
+            app.admin_set_limit(&email, Some(&key), Some(value)).await.map(|_| println!("{key} = {value} for {email}"))
+        }
+        AdminCmd::User(UserCmd::ClearLimits { email }) => app.admin_set_limit(&email, None, None).await.map(|_| println!("overrides cleared")),
+        AdminCmd::User(UserCmd::VerifyEmail { email }) => app.admin_set_flag(&email, UserFlag::EmailVerified, true).await.map(|_| println!("verified")),
+        AdminCmd::User(UserCmd::Disable { email }) => app.admin_set_flag(&email, UserFlag::Disabled, true).await.map(|_| println!("disabled")),
+        AdminCmd::User(UserCmd::Enable { email }) => app.admin_set_flag(&email, UserFlag::Disabled, false).await.map(|_| println!("enabled")),
+        AdminCmd::Credits(CreditsCmd::Adjust { email, credits, note }) => match app.user_by_email(&email).await {
+            Ok(u) => app.adjust_credits(&u.id, credits, note).await.map(|_| println!("adjusted by {credits} credits")),
+            Err(e) => Err(e),
+        },
+    };
+    app.store.close().await;
+    r.map_err(|e| anyhow::anyhow!("{}", e.message))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RIGBOX_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Up(a) => up(load(&a.common)?, &a).await,
+            Cmd::Check => {
+                let items = rigboxd::check::run();
+                for i in &items {
+                    let state = if i.ok { "ok" } else { "missing" };
+                    println!("{:<12} {:<8} {}", i.name, state, i.detail);
+                    if !i.ok {
+                        println!("{:<12} {:<8} fix: {}", "", "", i.fix);
+                    }
+                }
+                let missing = items.iter().filter(|i| i.required && !i.ok).count();
+                anyhow::ensure!(missing == 0, "{missing} prerequisite(s) of the QEMU node role missing (--vmm sim needs none)");
+                Ok(())
+            }
+            Cmd::Admin(a) => admin(load(&a.common)?, a.cmd).await,
+        }
+    });
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -46,7 +46,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let msg = inner.to_string();
         let (field, reason) = if let Some(rest) = msg.strip_prefix("unknown field `") {
             let name = rest.split('`').next().unwrap_or_default();
-            let field = if path == "." || path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+            // The path already ends with the unknown field's name.
+            let field = if path == "." || path.is_empty() { name.to_owned() } else { path };
             (field, "unknown field".to_owned())
         } else if let Some(rest) = msg.strip_prefix("missing field `") {
             (rest.split('`').next().unwrap_or_default().to_owned(), "is required".to_owned())

@@ -1,0 +1,54 @@
+//! `rigboxd check`: host prerequisites of the node role, each ok or missing with its fix.
+
+use std::path::Path;
+
+/// One prerequisite.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    pub fix: &'static str,
+    /// Needed by `--vmm qemu` (otherwise informational).
+    pub required: bool,
+}
+
+fn on_path(bin: &str) -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].iter().map(Into::into))
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+/// Whether the CPU has hardware virtualization (vmx/svm) and `/dev/kvm` opens.
+pub fn kvm_usable() -> bool {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpu.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    hw && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+}
+
+/// Runs every check.
+pub fn run() -> Vec<Item> {
+    let bin = |name: &'static str, b: &str, fix: &'static str| {
+        let found = on_path(b);
+        Item { name, ok: found.is_some(), detail: found.unwrap_or_else(|| format!("{b} not found")), fix, required: true }
+    };
+    let mut items = vec![
+        bin("qemu", "qemu-system-x86_64", "apt-get install -t bookworm-backports qemu-system-x86 (see README: add bookworm-backports with your mirror)"),
+        bin("nft", "nft", "apt-get install nftables"),
+        bin("ip", "ip", "apt-get install iproute2"),
+        bin("debootstrap", "debootstrap", "apt-get install debootstrap"),
+        bin("mkfs.ext4", "mkfs.ext4", "apt-get install e2fsprogs"),
+    ];
+    let kvm = kvm_usable();
+    items.push(Item {
+        name: "accelerator",
+        ok: true,
+        detail: if kvm { "kvm (hardware virtualization available)".into() } else if Path::new("/dev/kvm").exists() { "tcg (/dev/kvm present but no VT-x/AMD-V: software emulation)".into() } else { "tcg (no /dev/kvm: software emulation)".into() },
+        fix: "none needed; KVM is used automatically on hosts with VT-x/AMD-V",
+        required: false,
+    });
+    items
+}

@@ -1,0 +1,149 @@
+//! `rigboxd` settings: the TOML file (`--config`) with flags layered on top.
+
+use rigbox_control::ControlConfig;
+use rigbox_node::SimConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Which VMM the node role uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmKind {
+    Qemu,
+    Sim,
+}
+
+/// TLS mode of the HTTPS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    LocalCa,
+    Files,
+    Off,
+}
+
+/// QEMU accelerator choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Roles of this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    All,
+    Control,
+    Edge,
+    Ssh,
+    Node,
+}
+
+/// VM access to the outside world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Outbound {
+    Off,
+    Nat,
+}
+
+/// Node-role settings of the file (`[node]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeFileConfig {
+    pub node_id: String,
+    pub max_running_vms: i64,
+    /// MiB of memory for VMs; default 80% of the host's.
+    pub memory_mb: Option<i64>,
+    pub stop_grace_secs: u64,
+}
+
+impl Default for NodeFileConfig {
+    fn default() -> Self {
+        Self { node_id: "node-1".into(), max_running_vms: 253, memory_mb: None, stop_grace_secs: 30 }
+    }
+}
+
+/// The whole configuration of `rigboxd up`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: Option<PathBuf>,
+    pub role: Role,
+    pub base_domain: String,
+    pub listen: String,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub ssh_port: u16,
+    pub tls: TlsMode,
+    pub vmm: VmmKind,
+    pub accel: Accel,
+    pub vm_outbound: Outbound,
+    pub region: String,
+    pub stop_vms_on_exit: bool,
+    pub signup_enabled: bool,
+    /// Plans, rate limits, templates and the other control-plane settings.
+    pub control: ControlConfig,
+    pub node: NodeFileConfig,
+    pub sim: SimConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            role: Role::All,
+            base_domain: "rigbox.localhost".into(),
+            listen: "127.0.0.1".into(),
+            http_port: 8080,
+            https_port: 8443,
+            ssh_port: 2222,
+            tls: TlsMode::LocalCa,
+            vmm: VmmKind::Qemu,
+            accel: Accel::Auto,
+            vm_outbound: Outbound::Off,
+            region: "local".into(),
+            stop_vms_on_exit: false,
+            signup_enabled: false,
+            control: ControlConfig::default(),
+            node: NodeFileConfig::default(),
+            sim: SimConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the TOML file: the given one, else `/etc/rigbox/rigboxd.toml` if it exists, else
+    /// defaults.
+    pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let default = std::path::Path::new("/etc/rigbox/rigboxd.toml");
+        let path = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None if default.exists() => Some(default.to_path_buf()),
+            None => None,
+        };
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", p.display()))
+            }
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// The data directory: setting, else `$RIGBOX_DATA_DIR`, else `~/.local/share/rigbox`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("RIGBOX_DATA_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        home.join(".local/share/rigbox")
+    }
+}

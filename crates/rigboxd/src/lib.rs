@@ -1,0 +1,158 @@
+//! `rigboxd`: one binary for every role. This library holds the wiring so tests can start the
+//! whole platform in-process; `main.rs` only parses the command line.
+//!
+//! With `--role all` one process runs the control plane (store, API, console), and one compute
+//! node whose reconcile loop talks to the control plane in-process.
+
+pub mod check;
+pub mod config;
+
+use anyhow::Context;
+use config::{Config, Role, TlsMode, VmmKind};
+use rigbox_control::app::lifecycle::LocalLink;
+use rigbox_control::{App, Store};
+use rigbox_node::{Node, NodeConfig, SimVmm};
+use rigbox_types::node::{ControlLink, NodeHandle};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Version and build info.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Creates a directory (and parents) with mode 0700.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Opens the control-plane store in the data dir.
+pub async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    use std::os::unix::fs::PermissionsExt;
+    private_dir(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let db = data_dir.join("rigbox.db");
+    let store = Store::open_sqlite(&db).await.with_context(|| format!("cannot open store {}", db.display()))?;
+    let _ = std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600));
+    Ok(store)
+}
+
+/// The control-plane configuration with the top-level flags applied.
+pub fn control_config(cfg: &Config, public_url: &str) -> rigbox_control::ControlConfig {
+    let mut c = cfg.control.clone();
+    c.base_domain = cfg.base_domain.clone();
+    c.public_url = public_url.to_owned();
+    c.signup_enabled |= cfg.signup_enabled;
+    c.ssh_port = cfg.ssh_port;
+    if !c.regions.contains(&cfg.region) {
+        c.regions.insert(0, cfg.region.clone());
+    }
+    c.secure_cookies = cfg.tls != TlsMode::Off && c.secure_cookies;
+    c
+}
+
+/// A running platform.
+pub struct Platform {
+    pub app: Arc<App>,
+    pub node: Arc<Node>,
+    pub sim: Option<Arc<SimVmm>>,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub vmm: VmmKind,
+    link: Arc<dyn ControlLink>,
+    server: tokio::task::JoinHandle<()>,
+    node_task: tokio::task::JoinHandle<()>,
+    background: tokio::task::JoinHandle<()>,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform").field("http_addr", &self.http_addr).finish_non_exhaustive()
+    }
+}
+
+impl Platform {
+    /// Starts every role of `cfg` and returns once they listen.
+    pub async fn start(cfg: &Config) -> anyhow::Result<Self> {
+        if cfg.role != Role::All {
+            anyhow::bail!("only --role all is available in this release (split roles come with multi-node support)");
+        }
+        let data_dir = cfg.data_dir();
+        let store = open_store(&data_dir).await?;
+        let listener = TcpListener::bind((cfg.listen.as_str(), cfg.http_port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", cfg.listen, cfg.http_port))?;
+        let http_addr = listener.local_addr()?;
+        let public_url = format!("http://{http_addr}");
+        let control = control_config(cfg, &public_url);
+        control.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+
+        // The node role. The QEMU driver plugs in here; until then `sim` stands in.
+        let sim = Arc::new(SimVmm::new(cfg.sim.clone(), Some(data_dir.join("sim")))?);
+        let mut node_cfg = NodeConfig::for_host(&cfg.node.node_id, &cfg.region);
+        node_cfg.max_running_vms = cfg.node.max_running_vms;
+        if let Some(m) = cfg.node.memory_mb {
+            node_cfg.memory_mb = m;
+        }
+        node_cfg.stop_grace = Duration::from_secs(cfg.node.stop_grace_secs);
+        let node = Node::new(node_cfg, sim.clone()).await;
+
+        let app = App::new(store, control, Arc::new(rigbox_control::app::SystemClock), vec![node.clone() as Arc<dyn NodeHandle>]);
+        let link: Arc<dyn ControlLink> = Arc::new(LocalLink(app.clone()));
+        let node_task = tokio::spawn(node.clone().run(link.clone()));
+        let background = app.spawn_background();
+
+        let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
+        let router = rigbox_control::http::router(app.clone());
+        let server = tokio::spawn(async move {
+            let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+            let r = axum::serve(listener, svc)
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown_rx.wait_for(|v| *v).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        Ok(Self { app, node, sim: Some(sim), http_addr, data_dir, vmm: VmmKind::Sim, link, server, node_task, background, shutdown_tx })
+    }
+
+    /// The API origin, e.g. `http://127.0.0.1:8080`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Stops accepting work and ends every task. Running VMs keep running unless `stop_vms`.
+    pub async fn shutdown(self, stop_vms: bool) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.node.stop();
+        self.node_task.abort();
+        if stop_vms {
+            self.node.stop_all_vms(&self.link).await;
+        }
+        self.app.shutdown();
+        self.background.abort();
+        self.app.store.close().await;
+    }
+}
+
+/// `ready.json`, written when every role listens.
+pub fn ready_document(cfg: &Config, p: &Platform) -> serde_json::Value {
+    serde_json::json!({
+        "pid": std::process::id(),
+        "api_url": p.api_url(),
+        // HTTPS (edge role) and the SSH gateway are not part of this build yet.
+        "https_url": null,
+        "ssh": null,
+        "base_domain": cfg.base_domain,
+        "ca_cert": null,
+        "vmm": match p.vmm { VmmKind::Sim => "sim", VmmKind::Qemu => "qemu" },
+        "accel": null,
+        "version": VERSION,
+    })
+}
