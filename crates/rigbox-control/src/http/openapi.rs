@@ -50,3 +50,32 @@ pub fn document_pretty() -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    /// The checked-in document must equal the generated one. To update it after an API change:
+    /// `RIGBOX_UPDATE_OPENAPI=1 cargo test -p rigbox-control openapi`.
+    #[test]
+    fn openapi_document_matches_checked_in_copy() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        let generated = super::document_pretty();
+        if std::env::var_os("RIGBOX_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &generated).expect("write docs/openapi.json");
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "docs/openapi.json is out of date with the code; regenerate it with \
+             `RIGBOX_UPDATE_OPENAPI=1 cargo test -p rigbox-control openapi` and commit it"
+        );
+    }
+
+    #[test]
+    fn every_p1_path_is_documented() {
+        let doc = super::document();
+        let paths = doc["paths"].as_object().expect("paths object");
+        for p in ["/api/v1/workspaces", "/api/v1/workspaces/{ws}/start", "/api/v1/auth/login", "/api/v1/ssh-keys", "/api/v1/users/me/limits"] {
+            assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+        }
+    }
+}
