@@ -53,7 +53,13 @@ pub struct RateLimits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self { auth: 120, workspaces: 180, apps: 240, login_failures: 10, login_lockout_secs: 900 }
+        Self {
+            auth: 120,
+            workspaces: 180,
+            apps: 240,
+            login_failures: 10,
+            login_lockout_secs: 900,
+        }
     }
 }
 
@@ -68,7 +74,11 @@ pub struct Argon2Params {
 
 impl Default for Argon2Params {
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
     }
 }
 
@@ -89,7 +99,13 @@ pub fn default_templates() -> Vec<Template> {
         "nodejs",
         "npm",
     ];
-    let dev_extra = ["build-essential", "cmake", "gdb", "strace", "postgresql-client"];
+    let dev_extra = [
+        "build-essential",
+        "cmake",
+        "gdb",
+        "strace",
+        "postgresql-client",
+    ];
     vec![
         Template {
             id: "base".into(),
@@ -109,7 +125,11 @@ pub fn default_templates() -> Vec<Template> {
             ram_mb: 1024,
             vcpu_count: 1,
             disk_size_mb: 4096,
-            packages: base_pkgs.iter().chain(dev_extra.iter()).map(|s| s.to_string()).collect(),
+            packages: base_pkgs
+                .iter()
+                .chain(dev_extra.iter())
+                .map(|s| s.to_string())
+                .collect(),
         },
     ]
 }
@@ -148,14 +168,19 @@ impl ControlConfig {
     /// Checks cross-field consistency at startup.
     pub fn validate(&self) -> Result<(), String> {
         if !self.plans.contains_key(&self.default_plan) {
-            return Err(format!("default_plan {:?} is not a configured plan", self.default_plan));
+            return Err(format!(
+                "default_plan {:?} is not a configured plan",
+                self.default_plan
+            ));
         }
         if self.regions.is_empty() {
             return Err("at least one region is required".into());
         }
         for r in &self.regions {
             if !rigbox_types::names::is_region_name(r) {
-                return Err(format!("region name {r:?} must be 2-32 characters of [a-z0-9-]"));
+                return Err(format!(
+                    "region name {r:?} must be 2-32 characters of [a-z0-9-]"
+                ));
             }
         }
         Ok(())

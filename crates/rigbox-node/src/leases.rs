@@ -32,7 +32,9 @@ impl Leases {
             return Some(*ip);
         }
         let used: std::collections::HashSet<Ipv4Addr> = self.by_ws.values().copied().collect();
-        let ip = (FIRST..=LAST).map(Self::addr).find(|ip| !used.contains(ip))?;
+        let ip = (FIRST..=LAST)
+            .map(Self::addr)
+            .find(|ip| !used.contains(ip))?;
         self.by_ws.insert(ws.clone(), ip);
         Some(ip)
     }

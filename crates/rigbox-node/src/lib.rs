@@ -14,4 +14,4 @@ pub mod vmm;
 
 pub use node::{Node, NodeConfig};
 pub use sim::{SimConfig, SimVmm};
-pub use vmm::{Vmm, VmmError, VmState};
+pub use vmm::{VmState, Vmm, VmmError};

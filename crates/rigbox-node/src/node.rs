@@ -1,10 +1,10 @@
 //! The node agent: converges VMs and disks to the control plane's desired state and reports.
 
 use crate::leases::Leases;
-use crate::vmm::{LaunchSpec, Vmm, VmState};
+use crate::vmm::{LaunchSpec, VmState, Vmm};
 use rigbox_types::node::{
-    ControlLink, DesiredState, DesiredVm, ExitReason, FailureCode, GuestAck, GuestConfig, NodeCapacity,
-    NodeHandle, Observed, Report,
+    ControlLink, DesiredState, DesiredVm, ExitReason, FailureCode, GuestAck, GuestConfig,
+    NodeCapacity, NodeHandle, Observed, Report,
 };
 use rigbox_types::WorkspaceId;
 use std::collections::{HashMap, HashSet};
@@ -64,7 +64,10 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("config", &self.config).field("vmm", &self.vmm.kind()).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("config", &self.config)
+            .field("vmm", &self.vmm.kind())
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +134,9 @@ impl Node {
                     let r = Report {
                         workspace_id: ws.clone(),
                         generation: d.generation,
-                        observed: Observed::DiskReady { exit: Some(ExitReason::NodeRestart) },
+                        observed: Observed::DiskReady {
+                            exit: Some(ExitReason::NodeRestart),
+                        },
                     };
                     let _ = link.report(&self.config.node_id, r).await;
                 }
@@ -142,7 +147,12 @@ impl Node {
     async fn reconcile_all(self: &Arc<Self>, link: &Arc<dyn ControlLink>, desired: Vec<DesiredVm>) {
         let wanted: HashSet<WorkspaceId> = desired.iter().map(|d| d.workspace_id.clone()).collect();
         for d in desired {
-            if self.inflight.lock().unwrap_or_else(|e| e.into_inner()).contains(&d.workspace_id) {
+            if self
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&d.workspace_id)
+            {
                 continue;
             }
             let st = self.vmm.inspect(&d.workspace_id).await;
@@ -153,14 +163,20 @@ impl Node {
                 continue;
             }
             // Something to do: run it beside the loop so one slow stop never blocks the others.
-            self.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert(d.workspace_id.clone());
+            self.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(d.workspace_id.clone());
             let (node, link) = (Arc::clone(self), Arc::clone(link));
             tokio::spawn(async move {
                 let obs = node.act(&link, &d, st).await;
                 if let Some(obs) = obs {
                     node.report(&link, &d, obs).await;
                 }
-                node.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&d.workspace_id);
+                node.inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&d.workspace_id);
                 node.wake.notify_one();
             });
         }
@@ -183,10 +199,18 @@ impl Node {
                 Some(Some(Observed::DiskReady { exit: None }))
             }
             (DesiredState::Idle, VmState::Off { .. } | VmState::NoDisk) => Some(None),
-            (DesiredState::Running, VmState::Running { booted: false, ip, .. }) => {
-                Some(Some(Observed::Booting { ip: ip.to_string() }))
-            }
-            (DesiredState::Running, VmState::Running { booted: true, ip, .. }) => {
+            (
+                DesiredState::Running,
+                VmState::Running {
+                    booted: false, ip, ..
+                },
+            ) => Some(Some(Observed::Booting { ip: ip.to_string() })),
+            (
+                DesiredState::Running,
+                VmState::Running {
+                    booted: true, ip, ..
+                },
+            ) => {
                 // Ready was reported for this generation: nothing to do until something changes.
                 let ready = Report {
                     workspace_id: d.workspace_id.clone(),
@@ -196,22 +220,40 @@ impl Node {
                 let reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
                 (reported.get(&d.workspace_id) == Some(&ready)).then_some(None)
             }
-            (DesiredState::Running, VmState::Off { last_generation: Some(g), exit, .. }) if *g == d.generation => {
+            (
+                DesiredState::Running,
+                VmState::Off {
+                    last_generation: Some(g),
+                    exit,
+                    ..
+                },
+            ) if *g == d.generation => {
                 // The VM of this generation went away by itself: report it, never relaunch.
                 self.leases().release(&d.workspace_id);
-                Some(Some(Observed::DiskReady { exit: Some(exit.unwrap_or(ExitReason::NodeRestart)) }))
+                Some(Some(Observed::DiskReady {
+                    exit: Some(exit.unwrap_or(ExitReason::NodeRestart)),
+                }))
             }
             _ => None,
         }
     }
 
     /// Brings one workspace toward its desired state; returns what to report.
-    async fn act(&self, link: &Arc<dyn ControlLink>, d: &DesiredVm, st: VmState) -> Option<Observed> {
+    async fn act(
+        &self,
+        link: &Arc<dyn ControlLink>,
+        d: &DesiredVm,
+        st: VmState,
+    ) -> Option<Observed> {
         let ws = &d.workspace_id;
         match d.state {
             DesiredState::Absent => {
                 if matches!(st, VmState::Running { .. }) {
-                    let r = if d.force { self.vmm.kill(ws).await } else { self.vmm.shutdown(ws, self.config.stop_grace).await };
+                    let r = if d.force {
+                        self.vmm.kill(ws).await
+                    } else {
+                        self.vmm.shutdown(ws, self.config.stop_grace).await
+                    };
                     if let Err(e) = r {
                         tracing::warn!(workspace = %ws, error = %e, "stopping VM for delete failed");
                     }
@@ -240,22 +282,40 @@ impl Node {
                     }
                     self.leases().release(ws);
                 }
-                match self.vmm.ensure_disk(ws, &d.name, &d.image, d.disk_size_mb).await {
+                match self
+                    .vmm
+                    .ensure_disk(ws, &d.name, &d.image, d.disk_size_mb)
+                    .await
+                {
                     Ok(()) => Some(Observed::DiskReady { exit: None }),
-                    Err(e) => Some(Observed::Failed { code: e.failure_code(false), message: e.to_string() }),
+                    Err(e) => Some(Observed::Failed {
+                        code: e.failure_code(false),
+                        message: e.to_string(),
+                    }),
                 }
             }
             DesiredState::Running => match st {
-                VmState::Running { booted: true, ip, .. } => {
+                VmState::Running {
+                    booted: true, ip, ..
+                } => {
                     // Running means the agent applied the current configuration.
                     let cfg = link.guest_config(ws).await.ok()?;
-                    self.vmm.apply_guest_config(ws, &cfg, Duration::from_secs(1)).await?;
+                    self.vmm
+                        .apply_guest_config(ws, &cfg, Duration::from_secs(1))
+                        .await?;
                     Some(Observed::Ready { ip: ip.to_string() })
                 }
                 VmState::Running { .. } => None,
                 VmState::NoDisk | VmState::Off { .. } => {
-                    if let Err(e) = self.vmm.ensure_disk(ws, &d.name, &d.image, d.disk_size_mb).await {
-                        return Some(Observed::Failed { code: e.failure_code(true), message: e.to_string() });
+                    if let Err(e) = self
+                        .vmm
+                        .ensure_disk(ws, &d.name, &d.image, d.disk_size_mb)
+                        .await
+                    {
+                        return Some(Observed::Failed {
+                            code: e.failure_code(true),
+                            message: e.to_string(),
+                        });
                     }
                     let Some(ip) = self.leases().take(ws) else {
                         return Some(Observed::Failed {
@@ -277,7 +337,10 @@ impl Node {
                         Ok(()) => Some(Observed::Booting { ip: ip.to_string() }),
                         Err(e) => {
                             self.leases().release(ws);
-                            Some(Observed::Failed { code: e.failure_code(true), message: e.to_string() })
+                            Some(Observed::Failed {
+                                code: e.failure_code(true),
+                                message: e.to_string(),
+                            })
                         }
                     }
                 }
@@ -286,7 +349,11 @@ impl Node {
     }
 
     async fn report(&self, link: &Arc<dyn ControlLink>, d: &DesiredVm, observed: Observed) {
-        let r = Report { workspace_id: d.workspace_id.clone(), generation: d.generation, observed };
+        let r = Report {
+            workspace_id: d.workspace_id.clone(),
+            generation: d.generation,
+            observed,
+        };
         {
             let reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
             if reported.get(&d.workspace_id) == Some(&r) {
@@ -295,7 +362,10 @@ impl Node {
         }
         match link.report(&self.config.node_id, r.clone()).await {
             Ok(()) => {
-                self.reported.lock().unwrap_or_else(|e| e.into_inner()).insert(d.workspace_id.clone(), r);
+                self.reported
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(d.workspace_id.clone(), r);
             }
             Err(e) => tracing::warn!(error = %e, "report failed; will retry"),
         }
@@ -323,7 +393,12 @@ impl NodeHandle for Node {
         true
     }
 
-    async fn push_config(&self, ws: &WorkspaceId, config: GuestConfig, wait: Duration) -> Option<GuestAck> {
+    async fn push_config(
+        &self,
+        ws: &WorkspaceId,
+        config: GuestConfig,
+        wait: Duration,
+    ) -> Option<GuestAck> {
         self.vmm.apply_guest_config(ws, &config, wait).await
     }
 

@@ -2,7 +2,7 @@
 //! a file so a simulated VM outlives a restart of `rigboxd` exactly like a QEMU process does.
 //! Used by `rigboxd up --vmm sim` and by the fast tests.
 
-use crate::vmm::{LaunchSpec, Vmm, VmmError, VmState};
+use crate::vmm::{LaunchSpec, VmState, Vmm, VmmError};
 use rigbox_types::node::{ExitReason, GuestAck, GuestConfig};
 use rigbox_types::WorkspaceId;
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,10 @@ pub struct SimVmm {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl SimVmm {
@@ -93,7 +96,11 @@ impl SimVmm {
             Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(f)?).unwrap_or_default(),
             _ => BTreeMap::new(),
         };
-        Ok(Self { config, state_file, state: Mutex::new(state) })
+        Ok(Self {
+            config,
+            state_file,
+            state: Mutex::new(state),
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<WorkspaceId, SimDisk>) -> R) -> R {
@@ -153,7 +160,11 @@ impl SimVmm {
                 booted: !Self::listed(&self.config.hang_boot, &vm.name)
                     && now_ms() >= vm.launched_at_ms + self.config.boot_ms,
             },
-            (None, Some(disk_mb)) => VmState::Off { disk_mb, last_generation: d.last_generation, exit: d.exit },
+            (None, Some(disk_mb)) => VmState::Off {
+                disk_mb,
+                last_generation: d.last_generation,
+                exit: d.exit,
+            },
             (None, None) => VmState::NoDisk,
         }
     }
@@ -165,7 +176,13 @@ impl Vmm for SimVmm {
         "sim"
     }
 
-    async fn ensure_disk(&self, ws: &WorkspaceId, name: &str, image: &str, size_mb: i64) -> Result<(), VmmError> {
+    async fn ensure_disk(
+        &self,
+        ws: &WorkspaceId,
+        name: &str,
+        image: &str,
+        size_mb: i64,
+    ) -> Result<(), VmmError> {
         let exists = self.with(|m| m.get(ws).and_then(|d| d.disk_mb).is_some());
         if !exists {
             tokio::time::sleep(Duration::from_millis(self.config.provision_ms)).await;
@@ -240,16 +257,32 @@ impl Vmm for SimVmm {
     }
 
     async fn list(&self) -> Vec<(WorkspaceId, VmState)> {
-        self.with(|m| m.iter_mut().map(|(k, d)| (k.clone(), self.state_of(d))).collect())
+        self.with(|m| {
+            m.iter_mut()
+                .map(|(k, d)| (k.clone(), self.state_of(d)))
+                .collect()
+        })
     }
 
-    async fn apply_guest_config(&self, ws: &WorkspaceId, config: &GuestConfig, _wait: Duration) -> Option<GuestAck> {
+    async fn apply_guest_config(
+        &self,
+        ws: &WorkspaceId,
+        config: &GuestConfig,
+        _wait: Duration,
+    ) -> Option<GuestAck> {
         // The simulated agent applies instantly once the guest has booted.
-        let booted = matches!(self.inspect(ws).await, VmState::Running { booted: true, .. });
+        let booted = matches!(
+            self.inspect(ws).await,
+            VmState::Running { booted: true, .. }
+        );
         if !booted {
             return None;
         }
-        let ack = GuestAck { revision: config.revision, ssh_keys: config.ssh_keys.clone(), at: rigbox_types::time_fmt::now_micros() };
+        let ack = GuestAck {
+            revision: config.revision,
+            ssh_keys: config.ssh_keys.clone(),
+            at: rigbox_types::time_fmt::now_micros(),
+        };
         self.with(|m| m.get_mut(ws).map(|d| d.ack = Some(ack.clone())));
         Some(ack)
     }
@@ -258,5 +291,3 @@ impl Vmm for SimVmm {
         self.with(|m| m.get(ws).and_then(|d| d.ack.clone()))
     }
 }
-
-

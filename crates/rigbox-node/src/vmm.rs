@@ -26,9 +26,17 @@ pub enum VmState {
     NoDisk,
     /// A disk of `disk_mb` and no VM. `last_generation` is the generation of the last launch and
     /// `exit` why that VM went away if it was not asked to.
-    Off { disk_mb: i64, last_generation: Option<i64>, exit: Option<ExitReason> },
+    Off {
+        disk_mb: i64,
+        last_generation: Option<i64>,
+        exit: Option<ExitReason>,
+    },
     /// A live VM; `booted` once the guest finished booting.
-    Running { generation: i64, ip: Ipv4Addr, booted: bool },
+    Running {
+        generation: i64,
+        ip: Ipv4Addr,
+        booted: bool,
+    },
 }
 
 /// Driver errors, each mapping to a workspace failure code.
@@ -66,7 +74,13 @@ pub trait Vmm: Send + Sync + 'static {
     /// `sim` or `qemu`.
     fn kind(&self) -> &'static str;
     /// Creates the root disk from `image`, or grows it to `size_mb`; idempotent.
-    async fn ensure_disk(&self, ws: &WorkspaceId, name: &str, image: &str, size_mb: i64) -> Result<(), VmmError>;
+    async fn ensure_disk(
+        &self,
+        ws: &WorkspaceId,
+        name: &str,
+        image: &str,
+        size_mb: i64,
+    ) -> Result<(), VmmError>;
     /// Removes the disk and everything else of the workspace; idempotent.
     async fn delete_disk(&self, ws: &WorkspaceId) -> Result<(), VmmError>;
     /// Starts a VM; returns once it is launched (not booted).
@@ -80,7 +94,12 @@ pub trait Vmm: Send + Sync + 'static {
     /// Every workspace the driver has state for (re-adoption after a restart).
     async fn list(&self) -> Vec<(WorkspaceId, VmState)>;
     /// Hands a configuration to the guest agent and waits up to `wait` for it to confirm.
-    async fn apply_guest_config(&self, ws: &WorkspaceId, config: &GuestConfig, wait: Duration) -> Option<GuestAck>;
+    async fn apply_guest_config(
+        &self,
+        ws: &WorkspaceId,
+        config: &GuestConfig,
+        wait: Duration,
+    ) -> Option<GuestAck>;
     /// What the guest agent last confirmed since the VM booted.
     async fn guest_ack(&self, ws: &WorkspaceId) -> Option<GuestAck>;
 }

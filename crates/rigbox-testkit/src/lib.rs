@@ -19,7 +19,13 @@ pub const PASSWORD: &str = "correct-horse-battery";
 
 /// Configuration for tests: fast simulated VMs, plain HTTP, OS-chosen port.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut cfg = Config { data_dir: Some(data_dir.to_path_buf()), http_port: 0, tls: TlsMode::Off, vmm: VmmKind::Sim, ..Config::default() };
+    let mut cfg = Config {
+        data_dir: Some(data_dir.to_path_buf()),
+        http_port: 0,
+        tls: TlsMode::Off,
+        vmm: VmmKind::Sim,
+        ..Config::default()
+    };
     cfg.sim.provision_ms = 50;
     cfg.sim.boot_ms = 300;
     cfg.sim.stop_ms = 100;
@@ -40,19 +46,31 @@ pub type Resp = (u16, Value);
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Sends a request to `/api/v1{path}` with an optional JSON body.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let r = self.raw(method, path, body.map(|b| b.to_string()), true).await;
+        let r = self
+            .raw(method, path, body.map(|b| b.to_string()), true)
+            .await;
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// The raw response, for header assertions; `json` sets the content type.
-    pub async fn raw(&self, method: &str, path: &str, body: Option<String>, json: bool) -> reqwest::Response {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        json: bool,
+    ) -> reqwest::Response {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
         let mut req = self.http.request(m, format!("{}/api/v1{path}", self.base));
         if let Some(t) = &self.token {
@@ -91,7 +109,10 @@ impl Client {
             if code == 200 && body["status"] == want {
                 return body;
             }
-            assert!(start.elapsed() < timeout, "workspace {ws} did not reach {want} within {timeout:?}; last: {code} {body}");
+            assert!(
+                start.elapsed() < timeout,
+                "workspace {ws} did not reach {want} within {timeout:?}; last: {code} {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -104,7 +125,10 @@ impl Client {
             if code == 404 {
                 return;
             }
-            assert!(start.elapsed() < timeout, "workspace {ws} still exists after {timeout:?}: {body}");
+            assert!(
+                start.elapsed() < timeout,
+                "workspace {ws} still exists after {timeout:?}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -129,7 +153,11 @@ impl TestPlatform {
         let mut config = test_config(dir.path());
         tweak(&mut config);
         let platform = Platform::start(&config).await.expect("platform starts");
-        Self { platform: Some(platform), config, dir }
+        Self {
+            platform: Some(platform),
+            config,
+            dir,
+        }
     }
 
     pub fn platform(&self) -> &Platform {
@@ -165,10 +193,18 @@ impl TestPlatform {
         })
         .await
         .expect("user created");
-        let (code, s) = self.anon().post("/auth/login", serde_json::json!({"email": email, "password": PASSWORD})).await;
+        let (code, s) = self
+            .anon()
+            .post(
+                "/auth/login",
+                serde_json::json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(code, 200, "login: {s}");
         let session = Client::new(&self.url(), s["token"].as_str().map(str::to_owned));
-        let (code, k) = session.post("/api-keys", serde_json::json!({"name": "tests"})).await;
+        let (code, k) = session
+            .post("/api-keys", serde_json::json!({"name": "tests"}))
+            .await;
         assert_eq!(code, 201, "api key: {k}");
         Client::new(&self.url(), k["key"].as_str().map(str::to_owned))
     }
@@ -178,7 +214,11 @@ impl TestPlatform {
         let old = self.platform.take().expect("platform is running");
         self.config.http_port = old.http_addr.port();
         old.shutdown(false).await;
-        self.platform = Some(Platform::start(&self.config).await.expect("platform restarts"));
+        self.platform = Some(
+            Platform::start(&self.config)
+                .await
+                .expect("platform restarts"),
+        );
     }
 }
 
@@ -196,7 +236,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     let p = target.join("debug").join(name);
-    assert!(p.exists(), "{} is not built; run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
@@ -211,11 +255,27 @@ impl Daemon {
         let dir = tempfile::tempdir()?;
         let cfg_path = dir.path().join("rigboxd.toml");
         let base = "[sim]\nprovision_ms = 50\nboot_ms = 300\nstop_ms = 100\n";
-        let text = if toml.contains("[sim]") { toml.to_owned() } else { format!("{base}{toml}") };
+        let text = if toml.contains("[sim]") {
+            toml.to_owned()
+        } else {
+            format!("{base}{toml}")
+        };
         std::fs::write(&cfg_path, text)?;
         let data = dir.path().join("data");
         let child = Command::new(workspace_bin("rigboxd"))
-            .args(["up", "--vmm", "sim", "--tls", "off", "--http-port", "0", "--ssh-port", "0", "--https-port", "0"])
+            .args([
+                "up",
+                "--vmm",
+                "sim",
+                "--tls",
+                "off",
+                "--http-port",
+                "0",
+                "--ssh-port",
+                "0",
+                "--https-port",
+                "0",
+            ])
             .arg("--config")
             .arg(&cfg_path)
             .arg("--data-dir")
@@ -225,7 +285,11 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let mut d = Self { child, dir, api_url: String::new() };
+        let mut d = Self {
+            child,
+            dir,
+            api_url: String::new(),
+        };
         let ready = data.join("ready.json");
         let start = Instant::now();
         loop {
@@ -238,7 +302,10 @@ impl Daemon {
             if let Some(status) = d.child.try_wait()? {
                 anyhow::bail!("rigboxd exited before it was ready: {status}");
             }
-            anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "rigboxd not ready within 30 s");
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "rigboxd not ready within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -262,14 +329,29 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
-        admin.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?.write_all(format!("{password}\n").as_bytes())?;
+        admin
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+            .write_all(format!("{password}\n").as_bytes())?;
         let out = admin.wait_with_output()?;
-        anyhow::ensure!(out.status.success(), "admin user create failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "admin user create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let anon = Client::new(&self.api_url, None);
-        let (code, s) = anon.post("/auth/login", serde_json::json!({"email": email, "password": password})).await;
+        let (code, s) = anon
+            .post(
+                "/auth/login",
+                serde_json::json!({"email": email, "password": password}),
+            )
+            .await;
         anyhow::ensure!(code == 200, "login failed: {s}");
         let session = Client::new(&self.api_url, s["token"].as_str().map(str::to_owned));
-        let (code, k) = session.post("/api-keys", serde_json::json!({"name": "cli tests"})).await;
+        let (code, k) = session
+            .post("/api-keys", serde_json::json!({"name": "cli tests"}))
+            .await;
         anyhow::ensure!(code == 201, "api key creation failed: {k}");
         Ok(k["key"].as_str().unwrap_or_default().to_owned())
     }
@@ -278,7 +360,9 @@ impl Daemon {
     pub fn terminate(&mut self) -> std::io::Result<std::process::ExitStatus> {
         // std has no SIGTERM API: signal our own child by its PID with kill(1).
         let pid = self.child.id() as i32;
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         self.child.wait()
     }
 }

@@ -36,8 +36,12 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            ValidationFailed | InvalidName | UnknownTemplate | UnknownRegion
-            | InvalidPublicKey | DiskShrinkNotSupported => 400,
+            ValidationFailed
+            | InvalidName
+            | UnknownTemplate
+            | UnknownRegion
+            | InvalidPublicKey
+            | DiskShrinkNotSupported => 400,
             Unauthorized | InvalidCredentials => 401,
             LimitExceeded => 402,
             Forbidden | AccountDisabled | SignupDisabled => 403,

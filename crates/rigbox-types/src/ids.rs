@@ -10,13 +10,18 @@ const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// Eight random characters of `[a-z0-9]`.
 pub fn random_suffix() -> String {
     let mut rng = rand::thread_rng();
-    (0..8).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..8)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// True when `s` is `prefix` followed by exactly 8 characters of `[a-z0-9]`.
 pub fn has_id_shape(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix).is_some_and(|rest| {
-        rest.len() == 8 && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        rest.len() == 8
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     })
 }
 

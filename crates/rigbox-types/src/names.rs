@@ -43,7 +43,8 @@ pub fn workspace_name(input: &str) -> Result<String, NameError> {
 /// Region names: 2–32 characters of `[a-z0-9-]`.
 pub fn is_region_name(s: &str) -> bool {
     (2..=32).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Env var keys: `^[A-Za-z_][A-Za-z0-9_]{0,127}$`.

@@ -16,7 +16,9 @@ pub fn from_micros(us: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     // Truncate to milliseconds: enough for ordering on the wire, short to read.
-    let t = t.replace_nanosecond((t.nanosecond() / 1_000_000) * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond((t.nanosecond() / 1_000_000) * 1_000_000)
+        .unwrap_or(t);
     format(t)
 }
 
@@ -47,6 +49,9 @@ mod tests {
     fn utc_has_z_suffix() {
         let s = super::from_micros(1_700_000_000_123_456);
         assert_eq!(s, "2023-11-14T22:13:20.123Z");
-        assert_eq!(super::from_micros(1_700_000_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            super::from_micros(1_700_000_000_000_000),
+            "2023-11-14T22:13:20Z"
+        );
     }
 }

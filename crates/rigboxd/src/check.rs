@@ -25,15 +25,28 @@ fn on_path(bin: &str) -> Option<String> {
 /// Whether the CPU has hardware virtualization (vmx/svm) and `/dev/kvm` opens.
 pub fn kvm_usable() -> bool {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpu.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    hw && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    let hw = cpu
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    hw && std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
 }
 
 /// Runs every check.
 pub fn run() -> Vec<Item> {
     let bin = |name: &'static str, b: &str, fix: &'static str| {
         let found = on_path(b);
-        Item { name, ok: found.is_some(), detail: found.unwrap_or_else(|| format!("{b} not found")), fix, required: true }
+        Item {
+            name,
+            ok: found.is_some(),
+            detail: found.unwrap_or_else(|| format!("{b} not found")),
+            fix,
+            required: true,
+        }
     };
     let mut items = vec![
         bin("qemu", "qemu-system-x86_64", "apt-get install -t bookworm-backports qemu-system-x86 (see README: add bookworm-backports with your mirror)"),
@@ -46,7 +59,13 @@ pub fn run() -> Vec<Item> {
     items.push(Item {
         name: "accelerator",
         ok: true,
-        detail: if kvm { "kvm (hardware virtualization available)".into() } else if Path::new("/dev/kvm").exists() { "tcg (/dev/kvm present but no VT-x/AMD-V: software emulation)".into() } else { "tcg (no /dev/kvm: software emulation)".into() },
+        detail: if kvm {
+            "kvm (hardware virtualization available)".into()
+        } else if Path::new("/dev/kvm").exists() {
+            "tcg (/dev/kvm present but no VT-x/AMD-V: software emulation)".into()
+        } else {
+            "tcg (no /dev/kvm: software emulation)".into()
+        },
         fix: "none needed; KVM is used automatically on hosts with VT-x/AMD-V",
         required: false,
     });

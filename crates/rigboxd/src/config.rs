@@ -63,7 +63,12 @@ pub struct NodeFileConfig {
 
 impl Default for NodeFileConfig {
     fn default() -> Self {
-        Self { node_id: "node-1".into(), max_running_vms: 253, memory_mb: None, stop_grace_secs: 30 }
+        Self {
+            node_id: "node-1".into(),
+            max_running_vms: 253,
+            memory_mb: None,
+            stop_grace_secs: 30,
+        }
     }
 }
 
@@ -129,7 +134,8 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", p.display()))?;
-                toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", p.display()))
+                toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", p.display()))
             }
             None => Ok(Self::default()),
         }
@@ -143,7 +149,9 @@ impl Config {
         if let Some(d) = std::env::var_os("RIGBOX_DATA_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(d);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
         home.join(".local/share/rigbox")
     }
 }

@@ -25,16 +25,22 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Creates a directory (and parents) with mode 0700.
 pub fn private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Opens the control-plane store in the data dir.
 pub async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     use std::os::unix::fs::PermissionsExt;
-    private_dir(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    private_dir(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let db = data_dir.join("rigbox.db");
-    let store = Store::open_sqlite(&db).await.with_context(|| format!("cannot open store {}", db.display()))?;
+    let store = Store::open_sqlite(&db)
+        .await
+        .with_context(|| format!("cannot open store {}", db.display()))?;
     let _ = std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600));
     Ok(store)
 }
@@ -70,7 +76,9 @@ pub struct Platform {
 
 impl std::fmt::Debug for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Platform").field("http_addr", &self.http_addr).finish_non_exhaustive()
+        f.debug_struct("Platform")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,7 +96,9 @@ impl Platform {
         let http_addr = listener.local_addr()?;
         let public_url = format!("http://{http_addr}");
         let control = control_config(cfg, &public_url);
-        control.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        control
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
 
         // The node role. The QEMU driver plugs in here; until then `sim` stands in.
         let sim = Arc::new(SimVmm::new(cfg.sim.clone(), Some(data_dir.join("sim")))?);
@@ -100,7 +110,12 @@ impl Platform {
         node_cfg.stop_grace = Duration::from_secs(cfg.node.stop_grace_secs);
         let node = Node::new(node_cfg, sim.clone()).await;
 
-        let app = App::new(store, control, Arc::new(rigbox_control::app::SystemClock), vec![node.clone() as Arc<dyn NodeHandle>]);
+        let app = App::new(
+            store,
+            control,
+            Arc::new(rigbox_control::app::SystemClock),
+            vec![node.clone() as Arc<dyn NodeHandle>],
+        );
         let link: Arc<dyn ControlLink> = Arc::new(LocalLink(app.clone()));
         let node_task = tokio::spawn(node.clone().run(link.clone()));
         let background = app.spawn_background();
@@ -118,7 +133,19 @@ impl Platform {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        Ok(Self { app, node, sim: Some(sim), http_addr, data_dir, vmm: VmmKind::Sim, link, server, node_task, background, shutdown_tx })
+        Ok(Self {
+            app,
+            node,
+            sim: Some(sim),
+            http_addr,
+            data_dir,
+            vmm: VmmKind::Sim,
+            link,
+            server,
+            node_task,
+            background,
+            shutdown_tx,
+        })
     }
 
     /// The API origin, e.g. `http://127.0.0.1:8080`.

@@ -164,16 +164,33 @@ fn apply_up_flags(cfg: &mut Config, a: &UpArgs) {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = &a.$f { cfg.$f = v.clone(); } )* };
     }
-    set!(role, base_domain, listen, http_port, https_port, ssh_port, tls, vmm, accel, vm_outbound, region);
+    set!(
+        role,
+        base_domain,
+        listen,
+        http_port,
+        https_port,
+        ssh_port,
+        tls,
+        vmm,
+        accel,
+        vm_outbound,
+        region
+    );
     cfg.stop_vms_on_exit |= a.stop_vms_on_exit;
     cfg.signup_enabled |= a.signup_enabled;
 }
 
 fn read_password() -> anyhow::Result<String> {
     let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).context("cannot read the password from stdin")?;
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read the password from stdin")?;
     let pw = s.lines().next().unwrap_or_default().to_owned();
-    anyhow::ensure!(!pw.is_empty(), "no password on stdin (pipe it in: echo 'secret-password' | rigboxd admin user create ...)");
+    anyhow::ensure!(
+        !pw.is_empty(),
+        "no password on stdin (pipe it in: echo 'secret-password' | rigboxd admin user create ...)"
+    );
     Ok(pw)
 }
 
@@ -214,26 +231,64 @@ async fn admin(cfg: Config, cmd: AdminCmd) -> anyhow::Result<()> {
     use rigbox_control::store::UserFlag;
     let store = rigboxd::open_store(&cfg.data_dir()).await?;
     let control = rigboxd::control_config(&cfg, "");
-    let app = rigbox_control::App::new(store, control, std::sync::Arc::new(rigbox_control::app::SystemClock), Vec::new());
+    let app = rigbox_control::App::new(
+        store,
+        control,
+        std::sync::Arc::new(rigbox_control::app::SystemClock),
+        Vec::new(),
+    );
     let r = match cmd {
         AdminCmd::User(UserCmd::Create { email, name, plan }) => {
             let password = read_password()?;
-            app.create_user(NewUser { email, name, password, plan, email_verified: true }).await.map(|u| println!("created {} ({})", u.email, u.id))
+            app.create_user(NewUser {
+                email,
+                name,
+                password,
+                plan,
+                email_verified: true,
+            })
+            .await
+            .map(|u| println!("created {} ({})", u.email, u.id))
         }
         AdminCmd::User(UserCmd::SetPassword { email }) => {
             let password = read_password()?;
-            app.admin_set_password(&email, password).await.map(|_| println!("password set; all sessions revoked"))
+            app.admin_set_password(&email, password)
+                .await
+                .map(|_| println!("password set; all sessions revoked"))
         }
-        AdminCmd::User(UserCmd::SetPlan { email, plan }) => app.admin_set_plan(&email, &plan).await.map(|_| println!("plan set to {plan}")),
-        AdminCmd::User(UserCmd::SetLimit { email, key, value }) => {
-            app.admin_set_limit(&email, Some(&key), Some(value)).await.map(|_| println!("{key} = {value} for {email}"))
-        }
-        AdminCmd::User(UserCmd::ClearLimits { email }) => app.admin_set_limit(&email, None, None).await.map(|_| println!("overrides cleared")),
-        AdminCmd::User(UserCmd::VerifyEmail { email }) => app.admin_set_flag(&email, UserFlag::EmailVerified, true).await.map(|_| println!("verified")),
-        AdminCmd::User(UserCmd::Disable { email }) => app.admin_set_flag(&email, UserFlag::Disabled, true).await.map(|_| println!("disabled")),
-        AdminCmd::User(UserCmd::Enable { email }) => app.admin_set_flag(&email, UserFlag::Disabled, false).await.map(|_| println!("enabled")),
-        AdminCmd::Credits(CreditsCmd::Adjust { email, credits, note }) => match app.user_by_email(&email).await {
-            Ok(u) => app.adjust_credits(&u.id, credits, note).await.map(|_| println!("adjusted by {credits} credits")),
+        AdminCmd::User(UserCmd::SetPlan { email, plan }) => app
+            .admin_set_plan(&email, &plan)
+            .await
+            .map(|_| println!("plan set to {plan}")),
+        AdminCmd::User(UserCmd::SetLimit { email, key, value }) => app
+            .admin_set_limit(&email, Some(&key), Some(value))
+            .await
+            .map(|_| println!("{key} = {value} for {email}")),
+        AdminCmd::User(UserCmd::ClearLimits { email }) => app
+            .admin_set_limit(&email, None, None)
+            .await
+            .map(|_| println!("overrides cleared")),
+        AdminCmd::User(UserCmd::VerifyEmail { email }) => app
+            .admin_set_flag(&email, UserFlag::EmailVerified, true)
+            .await
+            .map(|_| println!("verified")),
+        AdminCmd::User(UserCmd::Disable { email }) => app
+            .admin_set_flag(&email, UserFlag::Disabled, true)
+            .await
+            .map(|_| println!("disabled")),
+        AdminCmd::User(UserCmd::Enable { email }) => app
+            .admin_set_flag(&email, UserFlag::Disabled, false)
+            .await
+            .map(|_| println!("enabled")),
+        AdminCmd::Credits(CreditsCmd::Adjust {
+            email,
+            credits,
+            note,
+        }) => match app.user_by_email(&email).await {
+            Ok(u) => app
+                .adjust_credits(&u.id, credits, note)
+                .await
+                .map(|_| println!("adjusted by {credits} credits")),
             Err(e) => Err(e),
         },
     };
@@ -244,7 +299,10 @@ async fn admin(cfg: Config, cmd: AdminCmd) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RIGBOX_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RIGBOX_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Runtime::new() {

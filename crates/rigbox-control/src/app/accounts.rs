@@ -93,14 +93,19 @@ impl App {
             created_at: now,
         };
         let mut tx = self.store.begin().await?;
-        self.store.insert_user(&mut tx, &user).await.map_err(|e| match e {
-            crate::store::StoreError::Conflict => {
-                ApiError::new(ErrorCode::EmailTaken, "An account with this email already exists.")
-            }
-            e => e.into(),
-        })?;
+        self.store
+            .insert_user(&mut tx, &user)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict => ApiError::new(
+                    ErrorCode::EmailTaken,
+                    "An account with this email already exists.",
+                ),
+                e => e.into(),
+            })?;
         let (limits, _) = self.limits_of(&user);
-        self.write_monthly_reset(&mut tx, &user.id, limits.monthly_ai_credits, now).await?;
+        self.write_monthly_reset(&mut tx, &user.id, limits.monthly_ai_credits, now)
+            .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         Ok(user)
     }
@@ -115,17 +120,37 @@ impl App {
             last_used_at: now,
             expires_at: now + SESSION_TTL_US,
         };
-        self.store.insert_session(self.store.pool(), &s, &auth::token_hash(&token)).await?;
-        Ok(SessionResponse { token, expires_at: from_micros(s.expires_at), user: user_view(user) })
+        self.store
+            .insert_session(self.store.pool(), &s, &auth::token_hash(&token))
+            .await?;
+        Ok(SessionResponse {
+            token,
+            expires_at: from_micros(s.expires_at),
+            user: user_view(user),
+        })
     }
 
     /// `POST /auth/signup`.
-    pub async fn signup(&self, email: String, password: String, name: Option<String>) -> ApiResult<SessionResponse> {
+    pub async fn signup(
+        &self,
+        email: String,
+        password: String,
+        name: Option<String>,
+    ) -> ApiResult<SessionResponse> {
         if !self.config.signup_enabled {
-            return Err(ApiError::new(ErrorCode::SignupDisabled, "Self-service signup is disabled on this installation."));
+            return Err(ApiError::new(
+                ErrorCode::SignupDisabled,
+                "Self-service signup is disabled on this installation.",
+            ));
         }
         let user = self
-            .create_user(NewUser { email, name, password, plan: None, email_verified: false })
+            .create_user(NewUser {
+                email,
+                name,
+                password,
+                plan: None,
+                email_verified: false,
+            })
             .await?;
         self.new_session(&user).await
     }
@@ -139,7 +164,10 @@ impl App {
                 "Too many failed sign-in attempts for this email; try again later.",
             )
             .with("class", "auth")
-            .with("limit_per_minute", self.rate.limit(super::ratelimit::Class::Auth))
+            .with(
+                "limit_per_minute",
+                self.rate.limit(super::ratelimit::Class::Auth),
+            )
             .with("retry_after_seconds", secs)
             .retry(secs));
         }
@@ -153,11 +181,17 @@ impl App {
             (Some(u), true) => u,
             _ => {
                 self.logins.record_failure(&email);
-                return Err(ApiError::new(ErrorCode::InvalidCredentials, "Wrong email or password."));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidCredentials,
+                    "Wrong email or password.",
+                ));
             }
         };
         if user.disabled {
-            return Err(ApiError::new(ErrorCode::AccountDisabled, "This account is disabled."));
+            return Err(ApiError::new(
+                ErrorCode::AccountDisabled,
+                "This account is disabled.",
+            ));
         }
         self.logins.clear(&email);
         self.new_session(&user).await
@@ -179,28 +213,51 @@ impl App {
             AuthMethod::Session { .. } => ("session", None),
             AuthMethod::ApiKey { id } => ("api_key", Some(id.clone())),
         };
-        Me { user: user_view(&p.user), auth_method: auth_method.into(), api_key_id }
+        Me {
+            user: user_view(&p.user),
+            auth_method: auth_method.into(),
+            api_key_id,
+        }
     }
 
     /// `POST /auth/change-password`: revokes every other session.
-    pub async fn change_password(&self, p: &Principal, current: String, new: String) -> ApiResult<()> {
+    pub async fn change_password(
+        &self,
+        p: &Principal,
+        current: String,
+        new: String,
+    ) -> ApiResult<()> {
         let session_id = p.require_session()?.to_owned();
         auth::check_password("new_password", &new)?;
         if !auth::verify_password(p.user.password_hash.clone(), current).await {
-            return Err(ApiError::new(ErrorCode::InvalidCredentials, "The current password is wrong."));
+            return Err(ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "The current password is wrong.",
+            ));
         }
         let hash = auth::hash_password(self.config.argon2, new).await?;
         self.store.set_password_hash(&p.user.id, &hash).await?;
-        self.store.delete_sessions_except(&p.user.id, Some(&session_id)).await?;
+        self.store
+            .delete_sessions_except(&p.user.id, Some(&session_id))
+            .await?;
         Ok(())
     }
 
     // ---- device login ----
 
     /// `POST /auth/cli-session`.
-    pub async fn create_cli_session(&self, client_name: Option<String>) -> ApiResult<CliSessionCreated> {
-        if client_name.as_deref().is_some_and(|n| n.chars().count() > 100) {
-            return Err(ApiError::field("client_name", "must be at most 100 characters"));
+    pub async fn create_cli_session(
+        &self,
+        client_name: Option<String>,
+    ) -> ApiResult<CliSessionCreated> {
+        if client_name
+            .as_deref()
+            .is_some_and(|n| n.chars().count() > 100)
+        {
+            return Err(ApiError::field(
+                "client_name",
+                "must be at most 100 characters",
+            ));
         }
         const USER_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ23456789";
         let user_code: String = {
@@ -227,7 +284,10 @@ impl App {
         };
         self.store.insert_cli_session(&row).await?;
         Ok(CliSessionCreated {
-            verification_url: format!("{}/cli-login?code={code}", self.config.public_url.trim_end_matches('/')),
+            verification_url: format!(
+                "{}/cli-login?code={code}",
+                self.config.public_url.trim_end_matches('/')
+            ),
             code,
             user_code,
             poll_secret,
@@ -246,7 +306,11 @@ impl App {
 
     /// `GET /auth/cli-session/{code}` with the poll secret: the first poll after approval hands
     /// out the key once and consumes the session.
-    pub async fn poll_cli_session(&self, code: &str, secret: Option<&str>) -> ApiResult<CliSessionPoll> {
+    pub async fn poll_cli_session(
+        &self,
+        code: &str,
+        secret: Option<&str>,
+    ) -> ApiResult<CliSessionPoll> {
         let not_found = || ApiError::not_found("CLI session");
         let row = self.store.cli_session(code).await?.ok_or_else(not_found)?;
         if secret.map(auth::token_hash).as_deref() != Some(row.poll_secret_hash.as_str()) {
@@ -270,15 +334,33 @@ impl App {
                     email,
                 });
             }
-            return Ok(CliSessionPoll { status: "consumed".into(), api_key: None, api_key_id: None, email: None });
+            return Ok(CliSessionPoll {
+                status: "consumed".into(),
+                api_key: None,
+                api_key_id: None,
+                email: None,
+            });
         }
-        Ok(CliSessionPoll { status, api_key: None, api_key_id: None, email: None })
+        Ok(CliSessionPoll {
+            status,
+            api_key: None,
+            api_key_id: None,
+            email: None,
+        })
     }
 
     /// `GET /auth/cli-session/{code}/details` (console session).
-    pub async fn cli_session_details(&self, p: &Principal, code: &str) -> ApiResult<CliSessionDetails> {
+    pub async fn cli_session_details(
+        &self,
+        p: &Principal,
+        code: &str,
+    ) -> ApiResult<CliSessionDetails> {
         p.require_session()?;
-        let row = self.store.cli_session(code).await?.ok_or_else(|| ApiError::not_found("CLI session"))?;
+        let row = self
+            .store
+            .cli_session(code)
+            .await?
+            .ok_or_else(|| ApiError::not_found("CLI session"))?;
         Ok(CliSessionDetails {
             user_code: row.user_code.clone(),
             client_name: row.client_name.clone(),
@@ -290,9 +372,18 @@ impl App {
 
     /// Approves or denies a pending device login (console session only). Approval replaces the
     /// user's `CLI login` key.
-    pub async fn decide_cli_session(&self, p: &Principal, code: &str, approve: bool) -> ApiResult<()> {
+    pub async fn decide_cli_session(
+        &self,
+        p: &Principal,
+        code: &str,
+        approve: bool,
+    ) -> ApiResult<()> {
         p.require_session()?;
-        let row = self.store.cli_session(code).await?.ok_or_else(|| ApiError::not_found("CLI session"))?;
+        let row = self
+            .store
+            .cli_session(code)
+            .await?
+            .ok_or_else(|| ApiError::not_found("CLI session"))?;
         let status = self.cli_status(&row);
         if status != "pending" {
             return Err(ApiError::new(
@@ -314,10 +405,21 @@ impl App {
                 created_at: now,
                 last_used_at: None,
             };
-            self.store.delete_api_keys_named(&mut *tx, &p.user.id, CLI_LOGIN_KEY).await?;
-            self.store.insert_api_key(&mut *tx, &k, &auth::token_hash(&key)).await?;
             self.store
-                .transition_cli_session(&mut *tx, code, "pending", "approved", Some(&p.user.id), Some((&key, &k.id)))
+                .delete_api_keys_named(&mut *tx, &p.user.id, CLI_LOGIN_KEY)
+                .await?;
+            self.store
+                .insert_api_key(&mut *tx, &k, &auth::token_hash(&key))
+                .await?;
+            self.store
+                .transition_cli_session(
+                    &mut *tx,
+                    code,
+                    "pending",
+                    "approved",
+                    Some(&p.user.id),
+                    Some((&key, &k.id)),
+                )
                 .await?
         } else {
             self.store
@@ -325,8 +427,11 @@ impl App {
                 .await?
         };
         if !changed {
-            return Err(ApiError::new(ErrorCode::InvalidState, "This CLI session was decided meanwhile.")
-                .with("allowed_from", vec!["pending"]));
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                "This CLI session was decided meanwhile.",
+            )
+            .with("allowed_from", vec!["pending"]));
         }
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         Ok(())
@@ -349,8 +454,11 @@ impl App {
         if let Some(r) = upd.default_region {
             if let Some(r) = &r {
                 if !self.config.regions.contains(r) {
-                    return Err(ApiError::new(ErrorCode::UnknownRegion, format!("Region {r:?} is not offered."))
-                        .with("region", r.as_str()));
+                    return Err(ApiError::new(
+                        ErrorCode::UnknownRegion,
+                        format!("Region {r:?} is not offered."),
+                    )
+                    .with("region", r.as_str()));
                 }
             }
             region = r;
@@ -360,8 +468,14 @@ impl App {
             name = n.filter(|n| !n.is_empty());
         }
         let now = self.now();
-        self.store.update_settings(&p.user.id, region.as_deref(), name.as_deref(), now).await?;
-        let user = self.store.user_by_id(&p.user.id).await?.ok_or_else(ApiError::unauthorized)?;
+        self.store
+            .update_settings(&p.user.id, region.as_deref(), name.as_deref(), now)
+            .await?;
+        let user = self
+            .store
+            .user_by_id(&p.user.id)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
         Ok(self.settings_view(&user))
     }
 
@@ -385,7 +499,10 @@ impl App {
     pub async fn limits(&self, p: &Principal) -> ApiResult<LimitsResponse> {
         let (limits, custom) = self.limits_of(&p.user);
         let u = self.store.usage(self.store.pool(), &p.user.id).await?;
-        let keys = self.store.count_ssh_keys(self.store.pool(), &p.user.id).await?;
+        let keys = self
+            .store
+            .count_ssh_keys(self.store.pool(), &p.user.id)
+            .await?;
         Ok(LimitsResponse {
             plan: p.user.plan.clone(),
             custom,

@@ -29,21 +29,38 @@ impl App {
         let u = self.user_by_email(email).await?;
         if !self.config.plans.contains_key(plan) {
             let known: Vec<&str> = self.config.plans.keys().map(String::as_str).collect();
-            return Err(ApiError::field("plan", format!("unknown plan {plan:?}; configured: {}", known.join(", "))));
+            return Err(ApiError::field(
+                "plan",
+                format!("unknown plan {plan:?}; configured: {}", known.join(", ")),
+            ));
         }
         let (old, _) = self.limits_of(&u);
         let mut tx = self.store.begin().await?;
         self.store.lock_user(&mut tx, &u.id).await?;
         self.store.set_user_plan(&mut tx, &u.id, plan).await?;
-        let new_user = UserRow { plan: plan.to_owned(), ..u.clone() };
+        let new_user = UserRow {
+            plan: plan.to_owned(),
+            ..u.clone()
+        };
         let (new, _) = self.limits_of(&new_user);
-        self.write_plan_change(&mut tx, &u.id, old.monthly_ai_credits, new.monthly_ai_credits).await?;
+        self.write_plan_change(
+            &mut tx,
+            &u.id,
+            old.monthly_ai_credits,
+            new.monthly_ai_credits,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 
     /// Overrides one limit for one user (`value` None clears every override).
-    pub async fn admin_set_limit(&self, email: &str, key: Option<&str>, value: Option<i64>) -> ApiResult<()> {
+    pub async fn admin_set_limit(
+        &self,
+        email: &str,
+        key: Option<&str>,
+        value: Option<i64>,
+    ) -> ApiResult<()> {
         let u = self.user_by_email(email).await?;
         let mut overrides: BTreeMap<String, i64> = u
             .limit_overrides
@@ -53,7 +70,13 @@ impl App {
         match (key, value) {
             (Some(k), Some(v)) => {
                 if !Limits::KEYS.contains(&k) {
-                    return Err(ApiError::field("key", format!("unknown limit key {k:?}; known: {}", Limits::KEYS.join(", "))));
+                    return Err(ApiError::field(
+                        "key",
+                        format!(
+                            "unknown limit key {k:?}; known: {}",
+                            Limits::KEYS.join(", ")
+                        ),
+                    ));
                 }
                 if v < 0 {
                     return Err(ApiError::field("value", "must be 0 or more"));
@@ -62,10 +85,13 @@ impl App {
             }
             _ => overrides.clear(),
         }
-        let json = (!overrides.is_empty()).then(|| serde_json::to_string(&overrides).unwrap_or_default());
+        let json =
+            (!overrides.is_empty()).then(|| serde_json::to_string(&overrides).unwrap_or_default());
         let mut tx = self.store.begin().await?;
         self.store.lock_user(&mut tx, &u.id).await?;
-        self.store.set_limit_overrides(&mut tx, &u.id, json.as_deref()).await?;
+        self.store
+            .set_limit_overrides(&mut tx, &u.id, json.as_deref())
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }

@@ -18,8 +18,13 @@ const MINUTE_US: i64 = 60 * 1_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMethod {
     /// A console session, by bearer token or by the `rigbox_session` cookie.
-    Session { id: String, via_cookie: bool },
-    ApiKey { id: String },
+    Session {
+        id: String,
+        via_cookie: bool,
+    },
+    ApiKey {
+        id: String,
+    },
 }
 
 /// The authenticated caller.
@@ -34,16 +39,19 @@ impl Principal {
     pub fn require_session(&self) -> ApiResult<&str> {
         match &self.method {
             AuthMethod::Session { id, .. } => Ok(id),
-            AuthMethod::ApiKey { .. } => {
-                Err(ApiError::forbidden("This action needs a console session; API keys cannot do it."))
-            }
+            AuthMethod::ApiKey { .. } => Err(ApiError::forbidden(
+                "This action needs a console session; API keys cannot do it.",
+            )),
         }
     }
 }
 
 /// `prefix` + 40 characters of `[A-Za-z0-9]`.
 pub fn mint_token(prefix: &str) -> String {
-    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 40))
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 40)
+    )
 }
 
 /// Hex SHA-256 of a token: what the store keeps instead of the token.
@@ -52,12 +60,21 @@ pub fn token_hash(token: &str) -> String {
 }
 
 fn argon2(params: Argon2Params) -> ApiResult<argon2::Argon2<'static>> {
-    let p = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, None)
-        .map_err(|e| {
-            tracing::error!(error = %e, "invalid argon2 parameters");
-            ApiError::internal()
-        })?;
-    Ok(argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p))
+    let p = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        None,
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "invalid argon2 parameters");
+        ApiError::internal()
+    })?;
+    Ok(argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        p,
+    ))
 }
 
 /// Hashes a password with argon2id on the blocking pool.
@@ -66,7 +83,8 @@ pub async fn hash_password(params: Argon2Params, password: String) -> ApiResult<
     let a = argon2(params)?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        a.hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        a.hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
     })
     .await
     .map_err(|_| ApiError::internal())?
@@ -81,7 +99,11 @@ pub async fn verify_password(hash: String, password: String) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
-            .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .map(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -105,7 +127,10 @@ pub fn normalize_email(raw: &str) -> ApiResult<String> {
         && e.split('@').all(|p| !p.is_empty())
         && !e.chars().any(char::is_whitespace);
     if !ok {
-        return Err(ApiError::field("email", "must be an email address (one @, at most 254 characters)"));
+        return Err(ApiError::field(
+            "email",
+            "must be an email address (one @, at most 254 characters)",
+        ));
     }
     Ok(e)
 }
@@ -113,17 +138,27 @@ pub fn normalize_email(raw: &str) -> ApiResult<String> {
 impl App {
     /// Resolves a credential (`rb_…` API key or `rbs_…` session token) to its user.
     /// `Ok(None)` when it is unknown, revoked or expired.
-    pub async fn authenticate(&self, credential: &str, via_cookie: bool) -> ApiResult<Option<Principal>> {
+    pub async fn authenticate(
+        &self,
+        credential: &str,
+        via_cookie: bool,
+    ) -> ApiResult<Option<Principal>> {
         let now = self.now();
         let hash = token_hash(credential);
         let (user_id, method) = if credential.starts_with("rb_") && !via_cookie {
-            let Some(k) = self.store.api_key_by_hash(&hash).await? else { return Ok(None) };
+            let Some(k) = self.store.api_key_by_hash(&hash).await? else {
+                return Ok(None);
+            };
             if k.last_used_at.is_none_or(|t| t < now - MINUTE_US) {
-                self.store.touch_api_key(&k.id, now, now - MINUTE_US).await?;
+                self.store
+                    .touch_api_key(&k.id, now, now - MINUTE_US)
+                    .await?;
             }
             (k.user_id, AuthMethod::ApiKey { id: k.id })
         } else if credential.starts_with("rbs_") {
-            let Some(s) = self.store.session_by_hash(&hash).await? else { return Ok(None) };
+            let Some(s) = self.store.session_by_hash(&hash).await? else {
+                return Ok(None);
+            };
             if s.expires_at <= now || s.last_used_at + SESSION_IDLE_US <= now {
                 self.store.delete_session(&s.id).await?;
                 return Ok(None);
@@ -131,13 +166,24 @@ impl App {
             if s.last_used_at < now - MINUTE_US {
                 self.store.touch_session(&s.id, now).await?;
             }
-            (s.user_id, AuthMethod::Session { id: s.id, via_cookie })
+            (
+                s.user_id,
+                AuthMethod::Session {
+                    id: s.id,
+                    via_cookie,
+                },
+            )
         } else {
             return Ok(None);
         };
-        let Some(user) = self.store.user_by_id(&user_id).await? else { return Ok(None) };
+        let Some(user) = self.store.user_by_id(&user_id).await? else {
+            return Ok(None);
+        };
         if user.disabled {
-            return Err(ApiError::new(ErrorCode::AccountDisabled, "This account is disabled."));
+            return Err(ApiError::new(
+                ErrorCode::AccountDisabled,
+                "This account is disabled.",
+            ));
         }
         Ok(Some(Principal { user, method }))
     }

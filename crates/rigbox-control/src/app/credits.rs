@@ -12,11 +12,21 @@ const MICRO: i64 = 1_000_000;
 
 /// Start of the calendar month (UTC) containing `us`, and the start of the next one.
 pub fn period_of(us: i64) -> (i64, i64) {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let start = Date::from_calendar_date(t.year(), t.month(), 1).unwrap_or(t.date());
-    let (ny, nm) = if t.month() == Month::December { (t.year() + 1, Month::January) } else { (t.year(), t.month().next()) };
+    let (ny, nm) = if t.month() == Month::December {
+        (t.year() + 1, Month::January)
+    } else {
+        (t.year(), t.month().next())
+    };
     let next = Date::from_calendar_date(ny, nm, 1).unwrap_or(start);
-    let micros = |d: Date| (PrimitiveDateTime::new(d, Time::MIDNIGHT).assume_utc().unix_timestamp_nanos() / 1000) as i64;
+    let micros = |d: Date| {
+        (PrimitiveDateTime::new(d, Time::MIDNIGHT)
+            .assume_utc()
+            .unix_timestamp_nanos()
+            / 1000) as i64
+    };
     (micros(start), micros(next))
 }
 
@@ -86,8 +96,22 @@ impl App {
     }
 
     /// Writes a `monthly_reset`: `new balance = allowance + min(old balance, 0)`.
-    pub(crate) async fn write_monthly_reset(&self, tx: &mut Tx<'_>, user_id: &str, credits: i64, now: i64) -> ApiResult<()> {
-        self.append_ledger(tx, user_id, "monthly_reset", |old| credits * MICRO + old.min(0), None, now).await
+    pub(crate) async fn write_monthly_reset(
+        &self,
+        tx: &mut Tx<'_>,
+        user_id: &str,
+        credits: i64,
+        now: i64,
+    ) -> ApiResult<()> {
+        self.append_ledger(
+            tx,
+            user_id,
+            "monthly_reset",
+            |old| credits * MICRO + old.min(0),
+            None,
+            now,
+        )
+        .await
     }
 
     /// Gives every user whose last reset is in an earlier month this month's allowance.
@@ -101,19 +125,36 @@ impl App {
             if last.is_some_and(|l| l.period_start >= period) {
                 continue;
             }
-            let Some(user) = self.store.user_by_id(&id).await? else { continue };
+            let Some(user) = self.store.user_by_id(&id).await? else {
+                continue;
+            };
             let (limits, _) = self.limits_of(&user);
-            self.write_monthly_reset(&mut tx, &id, limits.monthly_ai_credits, now).await?;
+            self.write_monthly_reset(&mut tx, &id, limits.monthly_ai_credits, now)
+                .await?;
             tx.commit().await.map_err(crate::store::StoreError::from)?;
         }
         Ok(())
     }
 
     /// Adds the difference at once when a plan change raises the allowance.
-    pub(crate) async fn write_plan_change(&self, tx: &mut Tx<'_>, user_id: &str, old: i64, new: i64) -> ApiResult<()> {
+    pub(crate) async fn write_plan_change(
+        &self,
+        tx: &mut Tx<'_>,
+        user_id: &str,
+        old: i64,
+        new: i64,
+    ) -> ApiResult<()> {
         if new > old {
             let now = self.now();
-            self.append_ledger(tx, user_id, "plan_change", |b| b + (new - old) * MICRO, None, now).await?;
+            self.append_ledger(
+                tx,
+                user_id,
+                "plan_change",
+                |b| b + (new - old) * MICRO,
+                None,
+                now,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -124,7 +165,15 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         self.store.lock_user(&mut tx, user_id).await?;
-        self.append_ledger(&mut tx, user_id, "adjustment", |b| b + micro, Some(note), now).await?;
+        self.append_ledger(
+            &mut tx,
+            user_id,
+            "adjustment",
+            |b| b + micro,
+            Some(note),
+            now,
+        )
+        .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         Ok(())
     }
@@ -132,7 +181,10 @@ impl App {
     /// `GET /users/me/credits`.
     pub async fn credits(&self, p: &Principal) -> ApiResult<Credits> {
         let (limits, _) = self.limits_of(&p.user);
-        let last = self.store.last_ledger_entry(self.store.pool(), &p.user.id).await?;
+        let last = self
+            .store
+            .last_ledger_entry(self.store.pool(), &p.user.id)
+            .await?;
         let balance = last.map(|l| l.balance_after_micro).unwrap_or(0);
         let reserved = 0;
         let (start, end) = period_of(self.now());
@@ -164,9 +216,15 @@ impl App {
         }
         let before = match cursor {
             None | Some("") => None,
-            Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::field("cursor", "is not a cursor this API issued"))?),
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .map_err(|_| ApiError::field("cursor", "is not a cursor this API issued"))?,
+            ),
         };
-        let mut rows = self.store.ledger_page(&p.user.id, kind, before, limit).await?;
+        let mut rows = self
+            .store
+            .ledger_page(&p.user.id, kind, before, limit)
+            .await?;
         let next = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|r| r.seq.to_string())
@@ -204,7 +262,13 @@ mod tests {
     fn periods_are_calendar_months() {
         // 2026-12-15T10:00:00Z
         let (s, e) = super::period_of(1_797_328_800_000_000);
-        assert_eq!(rigbox_types::time_fmt::from_micros(s), "2026-12-01T00:00:00Z");
-        assert_eq!(rigbox_types::time_fmt::from_micros(e), "2027-01-01T00:00:00Z");
+        assert_eq!(
+            rigbox_types::time_fmt::from_micros(s),
+            "2026-12-01T00:00:00Z"
+        );
+        assert_eq!(
+            rigbox_types::time_fmt::from_micros(e),
+            "2027-01-01T00:00:00Z"
+        );
     }
 }

@@ -20,7 +20,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: Map::new(), retry_after: None }
+        Self {
+            code,
+            message: message.into(),
+            details: Map::new(),
+            retry_after: None,
+        }
     }
 
     /// Adds one key to `details`.
@@ -34,7 +39,10 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(ErrorCode::Unauthorized, "Missing, invalid, revoked or expired credential.")
+        Self::new(
+            ErrorCode::Unauthorized,
+            "Missing, invalid, revoked or expired credential.",
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -44,8 +52,11 @@ impl ApiError {
     /// 400 `validation_failed` naming one field.
     pub fn field(field: &str, reason: impl Into<String>) -> Self {
         let reason = reason.into();
-        Self::new(ErrorCode::ValidationFailed, format!("Invalid field {field}: {reason}"))
-            .with("fields", json!({ field: reason }))
+        Self::new(
+            ErrorCode::ValidationFailed,
+            format!("Invalid field {field}: {reason}"),
+        )
+        .with("fields", json!({ field: reason }))
     }
 
     /// 400 `validation_failed` without a field.
@@ -57,14 +68,30 @@ impl ApiError {
     pub fn invalid_state(action: &str, status: &str, allowed_from: &[&str]) -> Self {
         Self::new(
             ErrorCode::InvalidState,
-            format!("Cannot {action} a workspace that is {status}; allowed from: {}.", allowed_from.join(", ")),
+            format!(
+                "Cannot {action} a workspace that is {status}; allowed from: {}.",
+                allowed_from.join(", ")
+            ),
         )
         .with("status", status)
-        .with("allowed_from", allowed_from.iter().map(|s| Value::from(*s)).collect::<Vec<_>>())
+        .with(
+            "allowed_from",
+            allowed_from
+                .iter()
+                .map(|s| Value::from(*s))
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// 402 `limit_exceeded`.
-    pub fn limit(limit: &str, max: i64, current: i64, requested: i64, plan: &str, what: &str) -> Self {
+    pub fn limit(
+        limit: &str,
+        max: i64,
+        current: i64,
+        requested: i64,
+        plan: &str,
+        what: &str,
+    ) -> Self {
         Self::new(
             ErrorCode::LimitExceeded,
             format!("Plan limit {limit} reached: {what} (limit {max}, in use {current}, requested {requested})."),

@@ -11,7 +11,14 @@ use rigbox_types::ErrorCode;
 
 /// `rb_...` + the last 8 characters.
 pub fn preview(key: &str) -> String {
-    let tail: String = key.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("rb_...{tail}")
 }
 
@@ -58,7 +65,8 @@ pub fn parse_public_key(raw: &str) -> Result<ParsedKey, String> {
     if text.lines().count() != 1 {
         return Err("expected exactly one OpenSSH public key line".into());
     }
-    let key = ssh_key::PublicKey::from_openssh(text).map_err(|e| format!("not an OpenSSH public key: {e}"))?;
+    let key = ssh_key::PublicKey::from_openssh(text)
+        .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
     let key_type = key.algorithm().as_str().to_owned();
     const ALLOWED: [&str; 7] = [
         "ssh-ed25519",
@@ -76,27 +84,46 @@ pub fn parse_public_key(raw: &str) -> Result<ParsedKey, String> {
         let n = rsa.n.as_positive_bytes().unwrap_or_default();
         let lead = n.iter().position(|b| *b != 0).unwrap_or(n.len());
         let bytes = &n[lead..];
-        let bits = bytes.first().map(|b| (bytes.len() * 8) as u32 - b.leading_zeros()).unwrap_or(0);
+        let bits = bytes
+            .first()
+            .map(|b| (bytes.len() * 8) as u32 - b.leading_zeros())
+            .unwrap_or(0);
         if bits < 2048 {
-            return Err(format!("RSA keys must have at least 2048 bits (this one has {bits})"));
+            return Err(format!(
+                "RSA keys must have at least 2048 bits (this one has {bits})"
+            ));
         }
     }
     let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
     let comment = key.comment().to_owned();
-    let line = key.to_openssh().map_err(|e| format!("cannot encode key: {e}"))?;
-    Ok(ParsedKey { line, key_type, fingerprint, comment })
+    let line = key
+        .to_openssh()
+        .map_err(|e| format!("cannot encode key: {e}"))?;
+    Ok(ParsedKey {
+        line,
+        key_type,
+        fingerprint,
+        comment,
+    })
 }
 
 impl App {
     /// `POST /api-keys`.
-    pub async fn create_api_key(&self, p: &Principal, name: Option<String>) -> ApiResult<ApiKeyCreated> {
+    pub async fn create_api_key(
+        &self,
+        p: &Principal,
+        name: Option<String>,
+    ) -> ApiResult<ApiKeyCreated> {
         let name = name.unwrap_or_else(|| "API key".into());
         let len = name.chars().count();
         if !(1..=64).contains(&len) {
             return Err(ApiError::field("name", "must be 1-64 characters"));
         }
         if name == CLI_LOGIN_KEY {
-            return Err(ApiError::field("name", "the name \"CLI login\" is reserved for device login"));
+            return Err(ApiError::field(
+                "name",
+                "the name \"CLI login\" is reserved for device login",
+            ));
         }
         let key = auth::mint_token("rb_");
         let now = self.now();
@@ -113,9 +140,18 @@ impl App {
         let count = self.store.count_api_keys(&mut *tx, &p.user.id).await?;
         let max = self.config.max_api_keys;
         if count + 1 > max {
-            return Err(ApiError::limit("max_api_keys", max, count, 1, &p.user.plan, "API keys"));
+            return Err(ApiError::limit(
+                "max_api_keys",
+                max,
+                count,
+                1,
+                &p.user.plan,
+                "API keys",
+            ));
         }
-        self.store.insert_api_key(&mut *tx, &row, &auth::token_hash(&key)).await?;
+        self.store
+            .insert_api_key(&mut *tx, &row, &auth::token_hash(&key))
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(ApiKeyCreated {
             id: row.id,
@@ -126,10 +162,18 @@ impl App {
         })
     }
 
-    pub async fn list_api_keys(&self, p: &Principal, limit: Option<i64>, cursor: Option<&str>) -> ApiResult<List<ApiKey>> {
+    pub async fn list_api_keys(
+        &self,
+        p: &Principal,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> ApiResult<List<ApiKey>> {
         let (limit, after) = page_params(limit, cursor)?;
         let page = self.store.list_api_keys(&p.user.id, after, limit).await?;
-        Ok(List { items: page.items.iter().map(api_key_view).collect(), next_cursor: page.next_cursor })
+        Ok(List {
+            items: page.items.iter().map(api_key_view).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     pub async fn delete_api_key(&self, p: &Principal, id: &str) -> ApiResult<()> {
@@ -141,13 +185,22 @@ impl App {
     }
 
     /// `POST /ssh-keys`.
-    pub async fn add_ssh_key(&self, p: &Principal, name: String, public_key: String) -> ApiResult<SshKey> {
+    pub async fn add_ssh_key(
+        &self,
+        p: &Principal,
+        name: String,
+        public_key: String,
+    ) -> ApiResult<SshKey> {
         let len = name.chars().count();
         if !(1..=64).contains(&len) {
             return Err(ApiError::field("name", "must be 1-64 characters"));
         }
-        let parsed = parse_public_key(&public_key)
-            .map_err(|reason| ApiError::new(ErrorCode::InvalidPublicKey, format!("Invalid SSH public key: {reason}.")))?;
+        let parsed = parse_public_key(&public_key).map_err(|reason| {
+            ApiError::new(
+                ErrorCode::InvalidPublicKey,
+                format!("Invalid SSH public key: {reason}."),
+            )
+        })?;
         let row = SshKeyRow {
             id: uuid::Uuid::new_v4().to_string(),
             user_id: p.user.id.clone(),
@@ -164,22 +217,43 @@ impl App {
         let count = self.store.count_ssh_keys(&mut *tx, &p.user.id).await?;
         let (limits, _) = self.limits_of(&p.user);
         if count + 1 > limits.max_ssh_keys {
-            return Err(ApiError::limit("max_ssh_keys", limits.max_ssh_keys, count, 1, &p.user.plan, "SSH keys on the account"));
+            return Err(ApiError::limit(
+                "max_ssh_keys",
+                limits.max_ssh_keys,
+                count,
+                1,
+                &p.user.plan,
+                "SSH keys on the account",
+            ));
         }
-        self.store.insert_ssh_key(&mut *tx, &row).await.map_err(|e| match e {
-            StoreError::Conflict => ApiError::new(ErrorCode::DuplicateKey, "This SSH key is already on your account.")
+        self.store
+            .insert_ssh_key(&mut *tx, &row)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => ApiError::new(
+                    ErrorCode::DuplicateKey,
+                    "This SSH key is already on your account.",
+                )
                 .with("fingerprint", row.fingerprint.as_str()),
-            e => e.into(),
-        })?;
+                e => e.into(),
+            })?;
         tx.commit().await.map_err(StoreError::from)?;
         self.keys_changed(&p.user.id).await;
         Ok(ssh_key_view(&row))
     }
 
-    pub async fn list_ssh_keys(&self, p: &Principal, limit: Option<i64>, cursor: Option<&str>) -> ApiResult<List<SshKey>> {
+    pub async fn list_ssh_keys(
+        &self,
+        p: &Principal,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> ApiResult<List<SshKey>> {
         let (limit, after) = page_params(limit, cursor)?;
         let page = self.store.list_ssh_keys(&p.user.id, after, limit).await?;
-        Ok(List { items: page.items.iter().map(ssh_key_view).collect(), next_cursor: page.next_cursor })
+        Ok(List {
+            items: page.items.iter().map(ssh_key_view).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     pub async fn delete_ssh_key(&self, p: &Principal, id: &str) -> ApiResult<()> {
@@ -202,7 +276,11 @@ impl App {
                 fingerprint: k.fingerprint.clone(),
                 comment: k.comment.clone(),
             }));
-            match page.next_cursor.as_deref().and_then(crate::store::decode_cursor) {
+            match page
+                .next_cursor
+                .as_deref()
+                .and_then(crate::store::decode_cursor)
+            {
                 Some(c) => after = Some(c),
                 None => return Ok(out),
             }

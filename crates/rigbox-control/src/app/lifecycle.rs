@@ -74,7 +74,11 @@ fn apply(w: &mut WorkspaceRow, observed: &Observed, now: i64) -> Outcome {
                 set_status(w, S::Starting, now);
                 set_desired(w, DesiredState::Running);
             } else if w.stop_reason.as_deref() == Some("cancelled") {
-                let back = w.start_from.as_deref().and_then(S::parse).unwrap_or(S::Stopped);
+                let back = w
+                    .start_from
+                    .as_deref()
+                    .and_then(S::parse)
+                    .unwrap_or(S::Stopped);
                 set_status(w, back, now);
             } else {
                 set_status(w, S::Stopped, now);
@@ -116,7 +120,11 @@ impl App {
     /// and ignored: the node will act on the new desired state and report again.
     pub async fn apply_report(&self, node_id: &str, report: &Report) -> ApiResult<()> {
         for _ in 0..5 {
-            let Some(row) = self.store.workspace_by_id(self.store.pool(), report.workspace_id.as_str()).await? else {
+            let Some(row) = self
+                .store
+                .workspace_by_id(self.store.pool(), report.workspace_id.as_str())
+                .await?
+            else {
                 return Ok(());
             };
             if row.node_id != node_id || row.generation != report.generation {
@@ -127,12 +135,18 @@ impl App {
             match apply(&mut new, &report.observed, now) {
                 Outcome::Ignore => return Ok(()),
                 Outcome::Delete => {
-                    self.store.delete_workspace_row(&row.id, row.generation).await?;
+                    self.store
+                        .delete_workspace_row(&row.id, row.generation)
+                        .await?;
                     return Ok(());
                 }
                 Outcome::Update => {
                     new.updated_at = now;
-                    if self.store.save_workspace(self.store.pool(), &new, &row.status, row.generation).await? {
+                    if self
+                        .store
+                        .save_workspace(self.store.pool(), &new, &row.status, row.generation)
+                        .await?
+                    {
                         if new.generation != row.generation {
                             self.notify_node(node_id);
                         }
@@ -151,9 +165,16 @@ impl App {
         let limit = now - (self.config.boot_timeout_secs as i64) * 1_000_000;
         for row in self.store.workspaces_stuck("starting", limit).await? {
             let mut new = row.clone();
-            let msg = format!("The guest did not report ready within {} s.", self.config.boot_timeout_secs);
+            let msg = format!(
+                "The guest did not report ready within {} s.",
+                self.config.boot_timeout_secs
+            );
             fail(&mut new, "start", FailureCode::BootTimeout, &msg, now);
-            if self.store.save_workspace(self.store.pool(), &new, &row.status, row.generation).await? {
+            if self
+                .store
+                .save_workspace(self.store.pool(), &new, &row.status, row.generation)
+                .await?
+            {
                 tracing::warn!(workspace = %row.id, "boot timeout");
                 self.notify_node(&row.node_id);
             }
@@ -169,11 +190,17 @@ pub struct LocalLink(pub Arc<App>);
 #[async_trait::async_trait]
 impl ControlLink for LocalLink {
     async fn desired(&self, node_id: &str) -> Result<Vec<DesiredVm>, LinkError> {
-        self.0.desired_for(node_id).await.map_err(|e| LinkError::Unavailable(e.message))
+        self.0
+            .desired_for(node_id)
+            .await
+            .map_err(|e| LinkError::Unavailable(e.message))
     }
 
     async fn report(&self, node_id: &str, report: Report) -> Result<(), LinkError> {
-        self.0.apply_report(node_id, &report).await.map_err(|e| LinkError::Unavailable(e.message))
+        self.0
+            .apply_report(node_id, &report)
+            .await
+            .map_err(|e| LinkError::Unavailable(e.message))
     }
 
     async fn changed(&self, node_id: &str) {
@@ -188,6 +215,9 @@ impl ControlLink for LocalLink {
             .await
             .map_err(|e| LinkError::Unavailable(e.to_string()))?
             .ok_or_else(|| LinkError::Unavailable(format!("no workspace {workspace}")))?;
-        self.0.guest_config_of(&row).await.map_err(|e| LinkError::Unavailable(e.message))
+        self.0
+            .guest_config_of(&row)
+            .await
+            .map_err(|e| LinkError::Unavailable(e.message))
     }
 }

@@ -52,7 +52,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,8 +66,10 @@ impl App {
         clock: Arc<dyn Clock>,
         nodes: Vec<Arc<dyn NodeHandle>>,
     ) -> Arc<Self> {
-        let node_signals =
-            nodes.iter().map(|n| (n.node_id().to_owned(), Arc::new(Notify::new()))).collect();
+        let node_signals = nodes
+            .iter()
+            .map(|n| (n.node_id().to_owned(), Arc::new(Notify::new())))
+            .collect();
         Arc::new(Self {
             rate: ratelimit::RateLimiter::new(config.rate_limits),
             logins: ratelimit::LoginLockout::new(config.rate_limits),
@@ -120,7 +124,7 @@ impl App {
                 if let Err(e) = app.sweep_boot_timeouts().await {
                     tracing::warn!(error = ?e, "boot-timeout sweep failed");
                 }
-                if n % 60 == 0 {
+                if n.is_multiple_of(60) {
                     if let Err(e) = app.sweep_monthly_resets().await {
                         tracing::warn!(error = ?e, "monthly credit reset failed");
                     }
@@ -138,7 +142,10 @@ impl App {
 }
 
 /// Validates `limit` and decodes `cursor` of a list request.
-pub fn page_params(limit: Option<i64>, cursor: Option<&str>) -> ApiResult<(i64, Option<(i64, String)>)> {
+pub fn page_params(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> ApiResult<(i64, Option<(i64, String)>)> {
     let limit = limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 200"));
@@ -146,7 +153,8 @@ pub fn page_params(limit: Option<i64>, cursor: Option<&str>) -> ApiResult<(i64, 
     let after = match cursor {
         None | Some("") => None,
         Some(c) => Some(
-            crate::store::decode_cursor(c).ok_or_else(|| ApiError::field("cursor", "is not a cursor this API issued"))?,
+            crate::store::decode_cursor(c)
+                .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API issued"))?,
         ),
     };
     Ok((limit, after))

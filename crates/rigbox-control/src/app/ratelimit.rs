@@ -24,7 +24,10 @@ impl Class {
 
     /// The class of an `/api/v1` path (without the prefix).
     pub fn of_path(path: &str) -> Class {
-        if path.starts_with("/workspaces") || path.starts_with("/snapshots") || path.starts_with("/quick-deploy") {
+        if path.starts_with("/workspaces")
+            || path.starts_with("/snapshots")
+            || path.starts_with("/quick-deploy")
+        {
             Class::Workspaces
         } else if path.starts_with("/apps") {
             Class::Apps
@@ -49,7 +52,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limits: RateLimits) -> Self {
-        Self { limits, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Requests per minute of `class`.
@@ -67,9 +73,10 @@ impl RateLimiter {
         let rate = limit / 60.0;
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let b = map
-            .entry((key.to_owned(), class))
-            .or_insert(Bucket { tokens: limit, last: now });
+        let b = map.entry((key.to_owned(), class)).or_insert(Bucket {
+            tokens: limit,
+            last: now,
+        });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(limit);
         b.last = now;
         if b.tokens >= 1.0 {
@@ -108,12 +115,17 @@ impl LoginLockout {
     /// `Err(seconds)` while the email is locked out.
     pub fn check(&self, email: &str) -> Result<(), u64> {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(q) = map.get_mut(email) else { return Ok(()) };
+        let Some(q) = map.get_mut(email) else {
+            return Ok(());
+        };
         while q.front().is_some_and(|t| t.elapsed() >= self.window) {
             q.pop_front();
         }
         if q.len() >= self.max {
-            let oldest = q.front().map(|t| self.window.saturating_sub(t.elapsed())).unwrap_or_default();
+            let oldest = q
+                .front()
+                .map(|t| self.window.saturating_sub(t.elapsed()))
+                .unwrap_or_default();
             return Err(oldest.as_secs().max(1));
         }
         Ok(())
@@ -121,11 +133,16 @@ impl LoginLockout {
 
     pub fn record_failure(&self, email: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(email.to_owned()).or_default().push_back(Instant::now());
+        map.entry(email.to_owned())
+            .or_default()
+            .push_back(Instant::now());
     }
 
     pub fn clear(&self, email: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(email);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(email);
     }
 }
 
@@ -135,7 +152,10 @@ mod tests {
 
     #[test]
     fn bucket_empties_and_reports_wait() {
-        let rl = RateLimiter::new(RateLimits { auth: 3, ..RateLimits::default() });
+        let rl = RateLimiter::new(RateLimits {
+            auth: 3,
+            ..RateLimits::default()
+        });
         for _ in 0..3 {
             assert!(rl.take("u", Class::Auth).is_ok());
         }

@@ -8,7 +8,7 @@ use super::{page_params, ApiError, ApiResult, App};
 use crate::store::{StoreError, UsageRow, WorkspaceRow};
 use rigbox_types::api::{
     CreateWorkspaceRequest, EnvPatched, EnvVars, Failure, Limits, List, ResizeRequest, SshInfo,
-    Template, Workspace, WorkspaceSshKey, WorkspaceSshKeys, SshKeySync, WorkspaceStatus as S,
+    SshKeySync, Template, Workspace, WorkspaceSshKey, WorkspaceSshKeys, WorkspaceStatus as S,
 };
 use rigbox_types::node::{DesiredState, GuestConfig};
 use rigbox_types::time_fmt::from_micros;
@@ -73,19 +73,45 @@ fn check_resource_field(name: &str, v: Option<i64>) -> ApiResult<()> {
 /// Checks the per-workspace ceilings of the plan.
 fn check_per_vm(l: &Limits, plan: &str, ram: i64, vcpu: i64, disk: i64) -> ApiResult<()> {
     if ram > l.max_ram_per_vm_mb {
-        return Err(ApiError::limit("max_ram_per_vm_mb", l.max_ram_per_vm_mb, 0, ram, plan, "RAM per workspace"));
+        return Err(ApiError::limit(
+            "max_ram_per_vm_mb",
+            l.max_ram_per_vm_mb,
+            0,
+            ram,
+            plan,
+            "RAM per workspace",
+        ));
     }
     if vcpu > l.max_vcpu_per_vm {
-        return Err(ApiError::limit("max_vcpu_per_vm", l.max_vcpu_per_vm, 0, vcpu, plan, "vCPUs per workspace"));
+        return Err(ApiError::limit(
+            "max_vcpu_per_vm",
+            l.max_vcpu_per_vm,
+            0,
+            vcpu,
+            plan,
+            "vCPUs per workspace",
+        ));
     }
     if disk > l.max_disk_per_vm_mb {
-        return Err(ApiError::limit("max_disk_per_vm_mb", l.max_disk_per_vm_mb, 0, disk, plan, "disk per workspace"));
+        return Err(ApiError::limit(
+            "max_disk_per_vm_mb",
+            l.max_disk_per_vm_mb,
+            0,
+            disk,
+            plan,
+            "disk per workspace",
+        ));
     }
     Ok(())
 }
 
 /// Checks the running totals for a start of `row`.
-fn check_start_totals(l: &Limits, plan: &str, usage: &UsageRow, row: &WorkspaceRow) -> ApiResult<()> {
+fn check_start_totals(
+    l: &Limits,
+    plan: &str,
+    usage: &UsageRow,
+    row: &WorkspaceRow,
+) -> ApiResult<()> {
     check_per_vm(l, plan, row.ram_mb, row.vcpu_count, row.disk_size_mb)?;
     if usage.total_ram_mb + row.ram_mb > l.max_ram_total_mb {
         return Err(ApiError::limit(
@@ -118,7 +144,10 @@ pub fn apply_env_patch(
     let mut bad = serde_json::Map::new();
     for (k, v) in patch {
         if !rigbox_types::names::is_env_key(k) {
-            bad.insert(k.clone(), "key must match ^[A-Za-z_][A-Za-z0-9_]{0,127}$".into());
+            bad.insert(
+                k.clone(),
+                "key must match ^[A-Za-z_][A-Za-z0-9_]{0,127}$".into(),
+            );
         } else if k.starts_with("RIGBOX_") {
             bad.insert(k.clone(), "keys starting with RIGBOX_ are reserved".into());
         } else if let Some(v) = v {
@@ -131,7 +160,9 @@ pub fn apply_env_patch(
     }
     if !bad.is_empty() {
         let keys: Vec<&String> = bad.keys().collect();
-        return Err(ApiError::validation(format!("Invalid env vars: {keys:?}.")).with("fields", bad));
+        return Err(
+            ApiError::validation(format!("Invalid env vars: {keys:?}.")).with("fields", bad)
+        );
     }
     for (k, v) in patch {
         match v {
@@ -142,7 +173,12 @@ pub fn apply_env_patch(
     if current.len() > MAX_ENV_KEYS {
         return Err(ApiError::field("env_vars", "at most 200 keys"));
     }
-    if current.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_ENV_TOTAL {
+    if current
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum::<usize>()
+        > MAX_ENV_TOTAL
+    {
         return Err(ApiError::field("env_vars", "at most 256 KiB in total"));
     }
     Ok(())
@@ -150,11 +186,25 @@ pub fn apply_env_patch(
 
 impl App {
     fn template(&self, id: &str) -> ApiResult<&Template> {
-        self.config.templates.iter().find(|t| t.id == id).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownTemplate, format!("Unknown template {id:?}."))
+        self.config
+            .templates
+            .iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownTemplate,
+                    format!("Unknown template {id:?}."),
+                )
                 .with("template_id", id)
-                .with("known", self.config.templates.iter().map(|t| t.id.clone()).collect::<Vec<_>>())
-        })
+                .with(
+                    "known",
+                    self.config
+                        .templates
+                        .iter()
+                        .map(|t| t.id.clone())
+                        .collect::<Vec<_>>(),
+                )
+            })
     }
 
     /// The SSH block of a workspace.
@@ -165,16 +215,29 @@ impl App {
         let host = format!("{}.{}", row.region, self.config.base_domain);
         let port = self.config.ssh_port;
         let ssh_target = format!("{user}@{host}");
-        let command =
-            if port == 22 { format!("ssh {ssh_target}") } else { format!("ssh {ssh_target} -p {port}") };
-        SshInfo { user, host, port, ssh_target, command, host_key_fingerprints: self.config.ssh_host_key_fingerprints.clone() }
+        let command = if port == 22 {
+            format!("ssh {ssh_target}")
+        } else {
+            format!("ssh {ssh_target} -p {port}")
+        };
+        SshInfo {
+            user,
+            host,
+            port,
+            ssh_target,
+            command,
+            host_key_fingerprints: self.config.ssh_host_key_fingerprints.clone(),
+        }
     }
 
     /// Renders a workspace for the API.
     pub fn workspace_view(&self, row: &WorkspaceRow) -> Workspace {
         let status = status_of(row);
         let failure = (status == S::Failed).then(|| Failure {
-            code: row.failure_code.clone().unwrap_or_else(|| "internal".into()),
+            code: row
+                .failure_code
+                .clone()
+                .unwrap_or_else(|| "internal".into()),
             message: row.failure_message.clone().unwrap_or_default(),
             retryable: row.failure_retryable.unwrap_or(true),
             occurred_at: from_micros(row.failure_at.unwrap_or(row.updated_at)),
@@ -191,7 +254,11 @@ impl App {
             image: row.image.clone(),
             region: row.region.clone(),
             node_id: row.node_id.clone(),
-            ip_address: if status.is_live() { row.ip_address.clone() } else { None },
+            ip_address: if status.is_live() {
+                row.ip_address.clone()
+            } else {
+                None
+            },
             ram_mb: row.ram_mb,
             vcpu_count: row.vcpu_count,
             disk_size_mb: row.disk_size_mb,
@@ -206,7 +273,11 @@ impl App {
     /// Picks the node for a new workspace in `region`: the healthy node with the most free memory.
     async fn place(&self, region: &str) -> ApiResult<String> {
         let mut best: Option<(i64, String)> = None;
-        for n in self.nodes().iter().filter(|n| n.region() == region && n.healthy()) {
+        for n in self
+            .nodes()
+            .iter()
+            .filter(|n| n.region() == region && n.healthy())
+        {
             let cap = n.capacity().await;
             let used: i64 = self
                 .store
@@ -222,18 +293,32 @@ impl App {
             }
         }
         best.map(|(_, id)| id).ok_or_else(|| {
-            ApiError::new(ErrorCode::InsufficientCapacity, format!("No node in region {region} can host a workspace now; try later."))
+            ApiError::new(
+                ErrorCode::InsufficientCapacity,
+                format!("No node in region {region} can host a workspace now; try later."),
+            )
         })
     }
 
     /// Whether the workspace's node can start `row` now (free memory and a free lease).
     async fn node_can_start(&self, row: &WorkspaceRow) -> ApiResult<()> {
-        let node = self.node(&row.node_id).filter(|n| n.healthy()).ok_or_else(|| {
-            ApiError::new(ErrorCode::NodeUnavailable, "The workspace's compute node is unreachable.")
-        })?;
+        let node = self
+            .node(&row.node_id)
+            .filter(|n| n.healthy())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NodeUnavailable,
+                    "The workspace's compute node is unreachable.",
+                )
+            })?;
         let cap = node.capacity().await;
-        let live: Vec<WorkspaceRow> =
-            self.store.workspaces_on_node(&row.node_id).await?.into_iter().filter(|w| status_of(w).is_live()).collect();
+        let live: Vec<WorkspaceRow> = self
+            .store
+            .workspaces_on_node(&row.node_id)
+            .await?
+            .into_iter()
+            .filter(|w| status_of(w).is_live())
+            .collect();
         let ram: i64 = live.iter().map(|w| w.ram_mb).sum();
         if live.len() as i64 >= cap.slots || ram + row.ram_mb > cap.memory_mb {
             return Err(ApiError::new(
@@ -245,10 +330,21 @@ impl App {
     }
 
     /// `POST /workspaces`.
-    pub async fn create_workspace(&self, p: &Principal, req: CreateWorkspaceRequest) -> ApiResult<Workspace> {
-        let name = rigbox_types::names::workspace_name(&req.name)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidName, format!("Invalid workspace name: {e}.")).with("name", req.name.as_str()))?;
-        let template = self.template(req.template_id.as_deref().unwrap_or("base"))?.clone();
+    pub async fn create_workspace(
+        &self,
+        p: &Principal,
+        req: CreateWorkspaceRequest,
+    ) -> ApiResult<Workspace> {
+        let name = rigbox_types::names::workspace_name(&req.name).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidName,
+                format!("Invalid workspace name: {e}."),
+            )
+            .with("name", req.name.as_str())
+        })?;
+        let template = self
+            .template(req.template_id.as_deref().unwrap_or("base"))?
+            .clone();
         check_resource_field("ram_mb", req.ram_mb)?;
         check_resource_field("vcpu_count", req.vcpu_count)?;
         check_resource_field("disk_size_mb", req.disk_size_mb)?;
@@ -300,18 +396,40 @@ impl App {
         self.store.lock_user(&mut tx, &p.user.id).await?;
         let usage = self.store.usage(&mut *tx, &p.user.id).await?;
         if usage.workspace_count + 1 > limits.max_vms {
-            return Err(ApiError::limit("max_vms", limits.max_vms, usage.workspace_count, 1, plan, "workspaces"));
+            return Err(ApiError::limit(
+                "max_vms",
+                limits.max_vms,
+                usage.workspace_count,
+                1,
+                plan,
+                "workspaces",
+            ));
         }
         check_per_vm(&limits, plan, ram, vcpu, disk)?;
         if usage.total_disk_mb + disk > limits.max_disk_total_mb {
-            return Err(ApiError::limit("max_disk_total_mb", limits.max_disk_total_mb, usage.total_disk_mb, disk, plan, "disk of all workspaces"));
+            return Err(ApiError::limit(
+                "max_disk_total_mb",
+                limits.max_disk_total_mb,
+                usage.total_disk_mb,
+                disk,
+                plan,
+                "disk of all workspaces",
+            ));
         }
-        self.store.insert_workspace(&mut tx, &row).await.map_err(|e| match e {
-            StoreError::Conflict => ApiError::new(ErrorCode::NameTaken, format!("You already have a workspace named {:?}.", row.name))
+        self.store
+            .insert_workspace(&mut tx, &row)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => ApiError::new(
+                    ErrorCode::NameTaken,
+                    format!("You already have a workspace named {:?}.", row.name),
+                )
                 .with("name", row.name.as_str()),
-            e => e.into(),
-        })?;
-        self.store.replace_env_vars(&mut tx, &row.id, &env, now).await?;
+                e => e.into(),
+            })?;
+        self.store
+            .replace_env_vars(&mut tx, &row.id, &env, now)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.notify_node(&row.node_id);
         Ok(self.workspace_view(&row))
@@ -342,8 +460,14 @@ impl App {
             }
         }
         let (limit, after) = page_params(limit, cursor)?;
-        let page = self.store.list_workspaces(&p.user.id, status, after, limit).await?;
-        Ok(List { items: page.items.iter().map(|w| self.workspace_view(w)).collect(), next_cursor: page.next_cursor })
+        let page = self
+            .store
+            .list_workspaces(&p.user.id, status, after, limit)
+            .await?;
+        Ok(List {
+            items: page.items.iter().map(|w| self.workspace_view(w)).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// Runs one state-machine step on the caller's workspace inside a transaction that holds the
@@ -367,7 +491,11 @@ impl App {
             let now = self.now();
             step(&mut new, &limits, &usage, now)?;
             new.updated_at = now;
-            if self.store.save_workspace(&mut *tx, &new, &row.status, row.generation).await? {
+            if self
+                .store
+                .save_workspace(&mut *tx, &new, &row.status, row.generation)
+                .await?
+            {
                 tx.commit().await.map_err(StoreError::from)?;
                 self.notify_node(&new.node_id);
                 return Ok(new);
@@ -389,7 +517,11 @@ impl App {
             .transition(p, ws, |w, limits, usage, now| {
                 let st = status_of(w);
                 if !matches!(st, S::Provisioned | S::Stopped) {
-                    return Err(ApiError::invalid_state("start", st.as_str(), &["provisioned", "stopped"]));
+                    return Err(ApiError::invalid_state(
+                        "start",
+                        st.as_str(),
+                        &["provisioned", "stopped"],
+                    ));
                 }
                 if let Some(t) = &template {
                     // Floors apply again on start (the operator may have raised them).
@@ -431,7 +563,11 @@ impl App {
             .transition(p, ws, |w, _, _, now| {
                 let st = status_of(w);
                 if st != S::Running {
-                    return Err(ApiError::invalid_state("restart", st.as_str(), &["running"]));
+                    return Err(ApiError::invalid_state(
+                        "restart",
+                        st.as_str(),
+                        &["running"],
+                    ));
                 }
                 w.stop_reason = Some("requested".into());
                 w.restart_pending = true;
@@ -448,7 +584,13 @@ impl App {
         let row = self
             .transition(p, ws, |w, _, _, now| match status_of(w) {
                 S::Provisioning => {
-                    fail(w, "provision", rigbox_types::node::FailureCode::Cancelled, "Cancelled while provisioning.", now);
+                    fail(
+                        w,
+                        "provision",
+                        rigbox_types::node::FailureCode::Cancelled,
+                        "Cancelled while provisioning.",
+                        now,
+                    );
                     Ok(())
                 }
                 S::Starting => {
@@ -458,7 +600,11 @@ impl App {
                     set_desired(w, DesiredState::Disk);
                     Ok(())
                 }
-                st => Err(ApiError::invalid_state("cancel", st.as_str(), &["provisioning", "starting"])),
+                st => Err(ApiError::invalid_state(
+                    "cancel",
+                    st.as_str(),
+                    &["provisioning", "starting"],
+                )),
             })
             .await?;
         Ok(self.workspace_view(&row))
@@ -502,7 +648,12 @@ impl App {
     }
 
     /// `DELETE /workspaces/{ws}`.
-    pub async fn delete_workspace(&self, p: &Principal, ws: &str, force: bool) -> ApiResult<Workspace> {
+    pub async fn delete_workspace(
+        &self,
+        p: &Principal,
+        ws: &str,
+        force: bool,
+    ) -> ApiResult<Workspace> {
         let row = self
             .transition(p, ws, |w, _, _, now| {
                 let st = status_of(w);
@@ -515,7 +666,11 @@ impl App {
                     return Ok(());
                 }
                 if !force && !matches!(st, S::Provisioned | S::Stopped | S::Failed) {
-                    return Err(ApiError::invalid_state("delete", st.as_str(), &["provisioned", "stopped", "failed"]));
+                    return Err(ApiError::invalid_state(
+                        "delete",
+                        st.as_str(),
+                        &["provisioned", "stopped", "failed"],
+                    ));
                 }
                 w.force_delete = force;
                 set_status(w, S::Deleting, now);
@@ -527,10 +682,20 @@ impl App {
     }
 
     /// `PUT /workspaces/{ws}/resources`.
-    pub async fn resize_workspace(&self, p: &Principal, ws: &str, req: ResizeRequest) -> ApiResult<Workspace> {
+    pub async fn resize_workspace(
+        &self,
+        p: &Principal,
+        ws: &str,
+        req: ResizeRequest,
+    ) -> ApiResult<Workspace> {
         if req.ram_mb.is_none() && req.vcpu_count.is_none() && req.disk_size_mb.is_none() {
-            return Err(ApiError::validation("Give at least one of ram_mb, vcpu_count, disk_size_mb.")
-                .with("fields", serde_json::json!({"ram_mb": "at least one field is required"})));
+            return Err(ApiError::validation(
+                "Give at least one of ram_mb, vcpu_count, disk_size_mb.",
+            )
+            .with(
+                "fields",
+                serde_json::json!({"ram_mb": "at least one field is required"}),
+            ));
         }
         check_resource_field("ram_mb", req.ram_mb)?;
         check_resource_field("vcpu_count", req.vcpu_count)?;
@@ -542,15 +707,28 @@ impl App {
             .transition(p, ws, |w, limits, usage, _| {
                 let st = status_of(w);
                 if !matches!(st, S::Provisioned | S::Stopped) {
-                    return Err(ApiError::invalid_state("resize", st.as_str(), &["provisioned", "stopped"]));
+                    return Err(ApiError::invalid_state(
+                        "resize",
+                        st.as_str(),
+                        &["provisioned", "stopped"],
+                    ));
                 }
-                let ram = req.ram_mb.map_or(w.ram_mb, |v| floored(Some(v), template.ram_mb));
-                let vcpu = req.vcpu_count.map_or(w.vcpu_count, |v| floored(Some(v), template.vcpu_count));
-                let disk = req.disk_size_mb.map_or(w.disk_size_mb, |v| floored(Some(v), template.disk_size_mb));
+                let ram = req
+                    .ram_mb
+                    .map_or(w.ram_mb, |v| floored(Some(v), template.ram_mb));
+                let vcpu = req
+                    .vcpu_count
+                    .map_or(w.vcpu_count, |v| floored(Some(v), template.vcpu_count));
+                let disk = req
+                    .disk_size_mb
+                    .map_or(w.disk_size_mb, |v| floored(Some(v), template.disk_size_mb));
                 if disk < w.disk_size_mb {
                     return Err(ApiError::new(
                         ErrorCode::DiskShrinkNotSupported,
-                        format!("The disk can only grow: {} MB is smaller than the current {} MB.", disk, w.disk_size_mb),
+                        format!(
+                            "The disk can only grow: {} MB is smaller than the current {} MB.",
+                            disk, w.disk_size_mb
+                        ),
                     )
                     .with("disk_size_mb", w.disk_size_mb)
                     .with("requested", disk));
@@ -558,7 +736,14 @@ impl App {
                 check_per_vm(limits, &plan, ram, vcpu, disk)?;
                 let other_disk = usage.total_disk_mb - w.disk_size_mb;
                 if other_disk + disk > limits.max_disk_total_mb {
-                    return Err(ApiError::limit("max_disk_total_mb", limits.max_disk_total_mb, usage.total_disk_mb, disk - w.disk_size_mb, &plan, "disk of all workspaces"));
+                    return Err(ApiError::limit(
+                        "max_disk_total_mb",
+                        limits.max_disk_total_mb,
+                        usage.total_disk_mb,
+                        disk - w.disk_size_mb,
+                        &plan,
+                        "disk of all workspaces",
+                    ));
                 }
                 let grew_disk = disk != w.disk_size_mb;
                 w.ram_mb = ram;
@@ -578,7 +763,10 @@ impl App {
     pub async fn get_env(&self, p: &Principal, ws: &str) -> ApiResult<EnvVars> {
         let row = self.find_workspace(p, ws).await?;
         let env_vars = self.store.env_vars(self.store.pool(), &row.id).await?;
-        Ok(EnvVars { env_vars, updated_at: from_micros(row.env_updated_at) })
+        Ok(EnvVars {
+            env_vars,
+            updated_at: from_micros(row.env_updated_at),
+        })
     }
 
     /// The configuration a workspace's agent applies.
@@ -591,33 +779,64 @@ impl App {
     }
 
     /// Hands the current configuration to a running workspace; true once its agent confirmed.
-    async fn push_config(&self, row: &WorkspaceRow, wait: Duration) -> ApiResult<Option<rigbox_types::node::GuestAck>> {
+    async fn push_config(
+        &self,
+        row: &WorkspaceRow,
+        wait: Duration,
+    ) -> ApiResult<Option<rigbox_types::node::GuestAck>> {
         if status_of(row) != S::Running {
             return Ok(None);
         }
-        let Some(node) = self.node(&row.node_id) else { return Ok(None) };
-        let (Some(id), cfg) = (WorkspaceId::parse(&row.id), self.guest_config_of(row).await?) else { return Ok(None) };
+        let Some(node) = self.node(&row.node_id) else {
+            return Ok(None);
+        };
+        let (Some(id), cfg) = (
+            WorkspaceId::parse(&row.id),
+            self.guest_config_of(row).await?,
+        ) else {
+            return Ok(None);
+        };
         Ok(node.push_config(&id, cfg, wait).await)
     }
 
     /// `PATCH /workspaces/{ws}/env`.
-    pub async fn patch_env(&self, p: &Principal, ws: &str, patch: BTreeMap<String, Option<String>>) -> ApiResult<EnvPatched> {
+    pub async fn patch_env(
+        &self,
+        p: &Principal,
+        ws: &str,
+        patch: BTreeMap<String, Option<String>>,
+    ) -> ApiResult<EnvPatched> {
         let row = self.find_workspace(p, ws).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
         self.store.lock_user(&mut tx, &p.user.id).await?;
         let mut env = self.store.env_vars(&mut *tx, &row.id).await?;
         apply_env_patch(&mut env, &patch)?;
-        self.store.replace_env_vars(&mut tx, &row.id, &env, now).await?;
+        self.store
+            .replace_env_vars(&mut tx, &row.id, &env, now)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
         let row = self.find_workspace(p, ws).await?;
-        let applied = self.push_config(&row, Duration::from_secs(5)).await?.is_some();
-        Ok(EnvPatched { env_vars: env, updated_at: from_micros(now), applied })
+        let applied = self
+            .push_config(&row, Duration::from_secs(5))
+            .await?
+            .is_some();
+        Ok(EnvPatched {
+            env_vars: env,
+            updated_at: from_micros(now),
+            applied,
+        })
     }
 
     /// Pushes new account keys to every running workspace of the user (no wait).
     pub(crate) async fn keys_changed(&self, user_id: &str) {
-        let Ok(page) = self.store.list_workspaces(user_id, Some("running"), None, 200).await else { return };
+        let Ok(page) = self
+            .store
+            .list_workspaces(user_id, Some("running"), None, 200)
+            .await
+        else {
+            return;
+        };
         for row in page.items {
             if let Err(e) = self.push_config(&row, Duration::ZERO).await {
                 tracing::warn!(workspace = %row.id, error = ?e, "could not push new keys");
@@ -637,12 +856,20 @@ impl App {
                 items: a
                     .ssh_keys
                     .iter()
-                    .map(|k| WorkspaceSshKey { fingerprint: k.fingerprint.clone(), key_type: k.key_type.clone(), comment: k.comment.clone() })
+                    .map(|k| WorkspaceSshKey {
+                        fingerprint: k.fingerprint.clone(),
+                        key_type: k.key_type.clone(),
+                        comment: k.comment.clone(),
+                    })
                     .collect(),
                 synced_at: Some(from_micros(a.at)),
                 revision: a.revision,
             },
-            None => WorkspaceSshKeys { items: Vec::new(), synced_at: None, revision: 0 },
+            None => WorkspaceSshKeys {
+                items: Vec::new(),
+                synced_at: None,
+                revision: 0,
+            },
         })
     }
 
@@ -651,16 +878,30 @@ impl App {
         let row = self.find_workspace(p, ws).await?;
         let st = status_of(&row);
         if st != S::Running {
-            return Err(ApiError::invalid_state("sync the SSH keys of", st.as_str(), &["running"]));
+            return Err(ApiError::invalid_state(
+                "sync the SSH keys of",
+                st.as_str(),
+                &["running"],
+            ));
         }
         let keys = self.guest_keys(&row.user_id).await?.len() as i64;
         let ack = self.push_config(&row, Duration::from_secs(10)).await?;
-        Ok(SshKeySync { synced: ack.is_some(), keys, synced_at: ack.map(|a| from_micros(a.at)) })
+        Ok(SshKeySync {
+            synced: ack.is_some(),
+            keys,
+            synced_at: ack.map(|a| from_micros(a.at)),
+        })
     }
 }
 
 /// Marks a workspace failed at `step`; no VM is kept (`Idle`), the disk is.
-pub(crate) fn fail(w: &mut WorkspaceRow, step: &str, code: rigbox_types::node::FailureCode, message: &str, now: i64) {
+pub(crate) fn fail(
+    w: &mut WorkspaceRow,
+    step: &str,
+    code: rigbox_types::node::FailureCode,
+    message: &str,
+    now: i64,
+) {
     let same_step = w.failed_step.as_deref() == Some(step);
     w.failure_attempts = if same_step { w.failure_attempts + 1 } else { 1 };
     w.failed_step = Some(step.to_owned());
@@ -672,6 +913,40 @@ pub(crate) fn fail(w: &mut WorkspaceRow, step: &str, code: rigbox_types::node::F
     w.ip_address = None;
     set_status(w, S::Failed, now);
     set_desired(w, DesiredState::Idle);
+}
+
+impl App {
+    /// `GET /capacity`: slots over schedulable nodes, live VMs, and whether a `base` workspace
+    /// could start somewhere right now.
+    pub async fn capacity(&self) -> ApiResult<rigbox_types::api::Capacity> {
+        let min_ram = self
+            .config
+            .templates
+            .iter()
+            .find(|t| t.id == "base")
+            .map_or(512, |t| t.ram_mb);
+        let (mut total, mut used, mut available) = (0, 0, false);
+        for n in self.nodes().iter().filter(|n| n.healthy()) {
+            let cap = n.capacity().await;
+            let slots = cap.slots.min(253);
+            let live: Vec<WorkspaceRow> = self
+                .store
+                .workspaces_on_node(n.node_id())
+                .await?
+                .into_iter()
+                .filter(|w| status_of(w).is_live())
+                .collect();
+            let ram: i64 = live.iter().map(|w| w.ram_mb).sum();
+            total += slots;
+            used += live.len() as i64;
+            available |= (live.len() as i64) < slots && cap.memory_mb - ram >= min_ram;
+        }
+        Ok(rigbox_types::api::Capacity {
+            available,
+            total,
+            used,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -703,25 +978,5 @@ mod tests {
         p.insert("GOOD_1".to_owned(), None);
         apply_env_patch(&mut env, &p).expect("removal");
         assert!(env.is_empty());
-    }
-}
-
-impl App {
-    /// `GET /capacity`: slots over schedulable nodes, live VMs, and whether a `base` workspace
-    /// could start somewhere right now.
-    pub async fn capacity(&self) -> ApiResult<rigbox_types::api::Capacity> {
-        let min_ram = self.config.templates.iter().find(|t| t.id == "base").map_or(512, |t| t.ram_mb);
-        let (mut total, mut used, mut available) = (0, 0, false);
-        for n in self.nodes().iter().filter(|n| n.healthy()) {
-            let cap = n.capacity().await;
-            let slots = cap.slots.min(253);
-            let live: Vec<WorkspaceRow> =
-                self.store.workspaces_on_node(n.node_id()).await?.into_iter().filter(|w| status_of(w).is_live()).collect();
-            let ram: i64 = live.iter().map(|w| w.ram_mb).sum();
-            total += slots;
-            used += live.len() as i64;
-            available |= (live.len() as i64) < slots && cap.memory_mb - ram >= min_ram;
-        }
-        Ok(rigbox_types::api::Capacity { available, total, used })
     }
 }

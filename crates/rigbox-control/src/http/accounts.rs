@@ -14,8 +14,15 @@ use rigbox_types::ErrorBody;
 use serde::Deserialize;
 
 fn with_cookie(app: &AppState, status: StatusCode, s: SessionResponse) -> Response {
-    let secure = if app.config.secure_cookies { "; Secure" } else { "" };
-    let cookie = format!("rigbox_session={}; HttpOnly{secure}; SameSite=Lax; Path=/; Max-Age=2592000", s.token);
+    let secure = if app.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "rigbox_session={}; HttpOnly{secure}; SameSite=Lax; Path=/; Max-Age=2592000",
+        s.token
+    );
     let mut resp = (status, Json(s)).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -26,7 +33,10 @@ fn with_cookie(app: &AppState, status: StatusCode, s: SessionResponse) -> Respon
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
     responses((status = 201, body = SessionResponse), (status = 400, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn signup(State(app): State<AppState>, ApiJson(r): ApiJson<SignupRequest>) -> Result<Response, ApiError> {
+pub async fn signup(
+    State(app): State<AppState>,
+    ApiJson(r): ApiJson<SignupRequest>,
+) -> Result<Response, ApiError> {
     let s = app.signup(r.email, r.password, r.name).await?;
     Ok(with_cookie(&app, StatusCode::CREATED, s))
 }
@@ -34,7 +44,10 @@ pub async fn signup(State(app): State<AppState>, ApiJson(r): ApiJson<SignupReque
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = SessionResponse), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn login(State(app): State<AppState>, ApiJson(r): ApiJson<LoginRequest>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(app): State<AppState>,
+    ApiJson(r): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
     let s = app.login(&r.email, r.password).await?;
     Ok(with_cookie(&app, StatusCode::OK, s))
 }
@@ -44,8 +57,10 @@ pub async fn login(State(app): State<AppState>, ApiJson(r): ApiJson<LoginRequest
 pub async fn logout(State(app): State<AppState>, p: Principal) -> Result<Response, ApiError> {
     app.logout(&p).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_static("rigbox_session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"));
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("rigbox_session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"),
+    );
     Ok(resp)
 }
 
@@ -62,7 +77,8 @@ pub async fn change_password(
     p: Principal,
     ApiJson(r): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    app.change_password(&p, r.current_password, r.new_password).await?;
+    app.change_password(&p, r.current_password, r.new_password)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -72,7 +88,10 @@ pub async fn create_cli_session(
     State(app): State<AppState>,
     OptJson(r): OptJson<CliSessionRequest>,
 ) -> Result<(StatusCode, Json<CliSessionCreated>), ApiError> {
-    Ok((StatusCode::CREATED, Json(app.create_cli_session(r.client_name).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(app.create_cli_session(r.client_name).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/auth/cli-session/{code}", tag = "auth",
@@ -83,7 +102,9 @@ pub async fn poll_cli_session(
     ApiPath(code): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<CliSessionPoll>, ApiError> {
-    let secret = headers.get("x-rigbox-poll-secret").and_then(|v| v.to_str().ok());
+    let secret = headers
+        .get("x-rigbox-poll-secret")
+        .and_then(|v| v.to_str().ok());
     Ok(Json(app.poll_cli_session(&code, secret).await?))
 }
 
@@ -121,7 +142,10 @@ pub async fn deny_cli_session(
 
 #[utoipa::path(get, path = "/api/v1/users/me/limits", tag = "users",
     responses((status = 200, body = LimitsResponse), (status = 401, body = ErrorBody)))]
-pub async fn limits(State(app): State<AppState>, p: Principal) -> Result<Json<LimitsResponse>, ApiError> {
+pub async fn limits(
+    State(app): State<AppState>,
+    p: Principal,
+) -> Result<Json<LimitsResponse>, ApiError> {
     Ok(Json(app.limits(&p).await?))
 }
 
@@ -146,7 +170,10 @@ pub async fn ledger(
     p: Principal,
     ApiQuery(q): ApiQuery<LedgerQuery>,
 ) -> Result<Json<List<LedgerEntry>>, ApiError> {
-    Ok(Json(app.ledger(&p, q.kind.as_deref(), q.limit, q.cursor.as_deref()).await?))
+    Ok(Json(
+        app.ledger(&p, q.kind.as_deref(), q.limit, q.cursor.as_deref())
+            .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/regions", tag = "users",

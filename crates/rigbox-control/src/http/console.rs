@@ -12,12 +12,19 @@ use axum::Router;
 use serde::Deserialize;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(home)).route("/login", get(login_page)).route("/cli-login", get(cli_login))
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page))
+        .route("/cli-login", get(cli_login))
 }
 
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn page(title: &str, body: &str) -> Html<String> {
@@ -34,9 +41,14 @@ button{{padding:.5rem 1.2rem;margin-right:.5rem;cursor:pointer}} .code{{font:600
 }
 
 async fn session(app: &AppState, headers: &HeaderMap) -> Option<Principal> {
-    let cookie = headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
-        v.split(';').find_map(|p| p.trim().strip_prefix("rigbox_session=").map(str::to_owned))
-    })?;
+    let cookie = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';')
+                .find_map(|p| p.trim().strip_prefix("rigbox_session=").map(str::to_owned))
+        })?;
     app.authenticate(&cookie, true).await.ok().flatten()
 }
 
@@ -58,7 +70,10 @@ document.getElementById('f').addEventListener('submit', async (e) => {
 
 async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
     // Only same-site relative paths are followed after sign-in.
-    let next = q.next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or_else(|| "/".into());
+    let next = q
+        .next
+        .filter(|n| n.starts_with('/') && !n.starts_with("//"))
+        .unwrap_or_else(|| "/".into());
     page(
         "Sign in to Rigbox",
         &format!(
@@ -71,7 +86,9 @@ async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
 }
 
 async fn home(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(p) = session(&app, &headers).await else { return Redirect::to("/login").into_response() };
+    let Some(p) = session(&app, &headers).await else {
+        return Redirect::to("/login").into_response();
+    };
     page(
         "Rigbox",
         &format!(
@@ -96,10 +113,19 @@ struct CodeQuery {
     code: Option<String>,
 }
 
-async fn cli_login(State(app): State<AppState>, headers: HeaderMap, Query(q): Query<CodeQuery>) -> Response {
+async fn cli_login(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CodeQuery>,
+) -> Response {
     let code = q.code.unwrap_or_default();
     let Some(p) = session(&app, &headers).await else {
-        let next = format!("/cli-login?code={}", code.chars().filter(char::is_ascii_alphanumeric).collect::<String>());
+        let next = format!(
+            "/cli-login?code={}",
+            code.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+        );
         let mut enc = String::new();
         for b in next.bytes() {
             if b.is_ascii_alphanumeric() || b == b'/' || b == b'-' {
@@ -118,7 +144,14 @@ async fn cli_login(State(app): State<AppState>, headers: HeaderMap, Query(q): Qu
         }
     };
     if details.status != "pending" {
-        return page("Sign in the CLI", &format!("<p>This request is already <b>{}</b>.</p>", esc(&details.status))).into_response();
+        return page(
+            "Sign in the CLI",
+            &format!(
+                "<p>This request is already <b>{}</b>.</p>",
+                esc(&details.status)
+            ),
+        )
+        .into_response();
     }
     page(
         "Sign in the CLI",

@@ -13,12 +13,19 @@ tokio::task_local! {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut details = self.details;
         if let Ok(id) = REQUEST_ID.try_with(Clone::clone) {
             details.insert("request_id".into(), id.into());
         }
-        let body = ErrorBody { error: ErrorDetail { code: self.code.as_str().into(), message: self.message, details } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str().into(),
+                message: self.message,
+                details,
+            },
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -31,7 +38,10 @@ impl IntoResponse for ApiError {
 
 /// Unknown route or method.
 pub async fn not_found_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("No route for {method} {}.", uri.path()))
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("No route for {method} {}.", uri.path()),
+    )
 }
 
 /// A handler panicked: answer 500 in the envelope, never the panic text.

@@ -30,7 +30,8 @@ fn is_json(req: &Request) -> bool {
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::validation("The request body is too large.").with("fields", json!({"(body)": "too large"}))
+            ApiError::validation("The request body is too large.")
+                .with("fields", json!({"(body)": "too large"}))
         } else {
             ApiError::validation(format!("Could not read the request body: {e}."))
         }
@@ -47,15 +48,29 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let (field, reason) = if let Some(rest) = msg.strip_prefix("unknown field `") {
             let name = rest.split('`').next().unwrap_or_default();
             // The path already ends with the unknown field's name.
-            let field = if path == "." || path.is_empty() { name.to_owned() } else { path };
+            let field = if path == "." || path.is_empty() {
+                name.to_owned()
+            } else {
+                path
+            };
             (field, "unknown field".to_owned())
         } else if let Some(rest) = msg.strip_prefix("missing field `") {
-            (rest.split('`').next().unwrap_or_default().to_owned(), "is required".to_owned())
+            (
+                rest.split('`').next().unwrap_or_default().to_owned(),
+                "is required".to_owned(),
+            )
         } else if inner.is_syntax() || inner.is_eof() {
             ("(body)".to_owned(), format!("malformed JSON: {msg}"))
         } else {
-            let field = if path == "." { "(body)".to_owned() } else { path };
-            (field, msg.split(" at line ").next().unwrap_or(&msg).to_owned())
+            let field = if path == "." {
+                "(body)".to_owned()
+            } else {
+                path
+            };
+            (
+                field,
+                msg.split(" at line ").next().unwrap_or(&msg).to_owned(),
+            )
         };
         ApiError::validation(format!("Invalid request body: {field}: {reason}."))
             .with("fields", json!({ field: reason }))
@@ -67,8 +82,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if !is_json(&req) {
-            return Err(ApiError::validation("Content-Type must be application/json.")
-                .with("fields", json!({"(content-type)": "must be application/json"})));
+            return Err(
+                ApiError::validation("Content-Type must be application/json.").with(
+                    "fields",
+                    json!({"(content-type)": "must be application/json"}),
+                ),
+            );
         }
         let bytes = body_bytes(req, state).await?;
         parse_json(&bytes).map(ApiJson)
@@ -85,8 +104,12 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptJson<T
             return Ok(OptJson(T::default()));
         }
         if !json {
-            return Err(ApiError::validation("Content-Type must be application/json.")
-                .with("fields", json!({"(content-type)": "must be application/json"})));
+            return Err(
+                ApiError::validation("Content-Type must be application/json.").with(
+                    "fields",
+                    json!({"(content-type)": "must be application/json"}),
+                ),
+            );
         }
         parse_json(&bytes).map(OptJson)
     }
@@ -129,7 +152,8 @@ mod tests {
 
     #[test]
     fn names_unknown_and_missing_fields() {
-        let e = parse_json::<CreateWorkspaceRequest>(br#"{"name":"a","bogus":1}"#).expect_err("unknown field");
+        let e = parse_json::<CreateWorkspaceRequest>(br#"{"name":"a","bogus":1}"#)
+            .expect_err("unknown field");
         assert_eq!(e.details["fields"]["bogus"], "unknown field");
         let e = parse_json::<CreateWorkspaceRequest>(br#"{}"#).expect_err("missing name");
         assert_eq!(e.details["fields"]["name"], "is required");

@@ -25,7 +25,10 @@ pub async fn create_api_key(
     p: Principal,
     OptJson(r): OptJson<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
-    Ok((StatusCode::CREATED, Json(app.create_api_key(&p, r.name).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(app.create_api_key(&p, r.name).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "keys", params(PageQuery),
@@ -35,7 +38,9 @@ pub async fn list_api_keys(
     p: Principal,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<List<ApiKey>>, ApiError> {
-    Ok(Json(app.list_api_keys(&p, q.limit, q.cursor.as_deref()).await?))
+    Ok(Json(
+        app.list_api_keys(&p, q.limit, q.cursor.as_deref()).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "keys", params(("id" = String, Path)),
@@ -56,7 +61,10 @@ pub async fn add_ssh_key(
     p: Principal,
     ApiJson(r): ApiJson<CreateSshKeyRequest>,
 ) -> Result<(StatusCode, Json<SshKey>), ApiError> {
-    Ok((StatusCode::CREATED, Json(app.add_ssh_key(&p, r.name, r.public_key).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(app.add_ssh_key(&p, r.name, r.public_key).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/ssh-keys", tag = "keys", params(PageQuery),
@@ -66,7 +74,9 @@ pub async fn list_ssh_keys(
     p: Principal,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<List<SshKey>>, ApiError> {
-    Ok(Json(app.list_ssh_keys(&p, q.limit, q.cursor.as_deref()).await?))
+    Ok(Json(
+        app.list_ssh_keys(&p, q.limit, q.cursor.as_deref()).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/ssh-keys/{id}", tag = "keys", params(("id" = String, Path)),

@@ -25,7 +25,9 @@ pub async fn request_id(req: Request, next: Next) -> Response {
 fn credential(req: &Request) -> Option<(String, bool)> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))?;
         return Some((token.trim().to_owned(), false));
     }
     for v in req.headers().get_all(header::COOKIE) {
@@ -69,7 +71,10 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         let limit = app.rate.limit(class);
         return ApiError::new(
             ErrorCode::RateLimited,
-            format!("Rate limit of {limit} requests per minute for {} reached; retry in {secs} s.", class.as_str()),
+            format!(
+                "Rate limit of {limit} requests per minute for {} reached; retry in {secs} s.",
+                class.as_str()
+            ),
         )
         .with("class", class.as_str())
         .with("limit_per_minute", limit)
@@ -80,8 +85,19 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     if let Some(p) = principal {
         let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let csrf_ok = req.headers().get("x-rigbox-csrf").is_some_and(|v| v == "1");
-        if matches!(p.method, AuthMethod::Session { via_cookie: true, .. }) && writes && !csrf_ok {
-            return ApiError::forbidden("Cookie-authenticated writes need the header X-Rigbox-CSRF: 1.").into_response();
+        if matches!(
+            p.method,
+            AuthMethod::Session {
+                via_cookie: true,
+                ..
+            }
+        ) && writes
+            && !csrf_ok
+        {
+            return ApiError::forbidden(
+                "Cookie-authenticated writes need the header X-Rigbox-CSRF: 1.",
+            )
+            .into_response();
         }
         req.extensions_mut().insert(p);
     }
@@ -95,7 +111,14 @@ pub struct InvalidCredential;
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
-        parts.extensions.get::<Principal>().cloned().ok_or_else(ApiError::unauthorized)
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)
     }
 }

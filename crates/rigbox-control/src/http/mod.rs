@@ -35,29 +35,59 @@ fn api_routes() -> Router<AppState> {
         .route("/auth/change-password", post(accounts::change_password))
         .route("/auth/cli-session", post(accounts::create_cli_session))
         .route("/auth/cli-session/{code}", get(accounts::poll_cli_session))
-        .route("/auth/cli-session/{code}/details", get(accounts::cli_session_details))
-        .route("/auth/cli-session/{code}/approve", post(accounts::approve_cli_session))
-        .route("/auth/cli-session/{code}/deny", post(accounts::deny_cli_session))
-        .route("/api-keys", get(keys::list_api_keys).post(keys::create_api_key))
+        .route(
+            "/auth/cli-session/{code}/details",
+            get(accounts::cli_session_details),
+        )
+        .route(
+            "/auth/cli-session/{code}/approve",
+            post(accounts::approve_cli_session),
+        )
+        .route(
+            "/auth/cli-session/{code}/deny",
+            post(accounts::deny_cli_session),
+        )
+        .route(
+            "/api-keys",
+            get(keys::list_api_keys).post(keys::create_api_key),
+        )
         .route("/api-keys/{id}", delete(keys::delete_api_key))
-        .route("/ssh-keys", get(keys::list_ssh_keys).post(keys::add_ssh_key))
+        .route(
+            "/ssh-keys",
+            get(keys::list_ssh_keys).post(keys::add_ssh_key),
+        )
         .route("/ssh-keys/{id}", delete(keys::delete_ssh_key))
         .route("/users/me/limits", get(accounts::limits))
         .route("/users/me/credits", get(accounts::credits))
         .route("/users/me/credits/ledger", get(accounts::ledger))
         .route("/users/me/regions", get(accounts::regions))
-        .route("/users/me/settings", get(accounts::settings).put(accounts::update_settings))
-        .route("/workspaces", get(workspaces::list).post(workspaces::create))
-        .route("/workspaces/{ws}", get(workspaces::get).delete(workspaces::delete))
+        .route(
+            "/users/me/settings",
+            get(accounts::settings).put(accounts::update_settings),
+        )
+        .route(
+            "/workspaces",
+            get(workspaces::list).post(workspaces::create),
+        )
+        .route(
+            "/workspaces/{ws}",
+            get(workspaces::get).delete(workspaces::delete),
+        )
         .route("/workspaces/{ws}/start", post(workspaces::start))
         .route("/workspaces/{ws}/stop", post(workspaces::stop))
         .route("/workspaces/{ws}/restart", post(workspaces::restart))
         .route("/workspaces/{ws}/cancel", post(workspaces::cancel))
         .route("/workspaces/{ws}/retry", post(workspaces::retry))
         .route("/workspaces/{ws}/resources", put(workspaces::resize))
-        .route("/workspaces/{ws}/env", get(workspaces::get_env).patch(workspaces::patch_env))
+        .route(
+            "/workspaces/{ws}/env",
+            get(workspaces::get_env).patch(workspaces::patch_env),
+        )
         .route("/workspaces/{ws}/ssh-keys", get(workspaces::ssh_keys))
-        .route("/workspaces/{ws}/ssh-keys/sync", post(workspaces::sync_ssh_keys))
+        .route(
+            "/workspaces/{ws}/ssh-keys/sync",
+            post(workspaces::sync_ssh_keys),
+        )
 }
 
 /// The whole control-plane router: console at `/`, API at `/api/v1`.
@@ -66,13 +96,18 @@ pub fn router(app: Arc<App>) -> Router {
     let api = api_routes()
         .fallback(error::not_found_route)
         .method_not_allowed_fallback(error::not_found_route)
-        .layer(axum::middleware::from_fn_with_state(app.clone(), middleware::authenticate));
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::authenticate,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .merge(console::routes())
         .fallback(error::not_found_route)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
         .layer(axum::middleware::from_fn(middleware::request_id))
         .with_state(app)
 }

@@ -13,7 +13,14 @@ impl Modify for Security {
         let c = doc.components.get_or_insert_with(Default::default);
         c.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API key `rb_…` or a console session token `rbs_…`.")).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key `rb_…` or a console session token `rbs_…`.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
@@ -74,8 +81,17 @@ mod tests {
     fn every_p1_path_is_documented() {
         let doc = super::document();
         let paths = doc["paths"].as_object().expect("paths object");
-        for p in ["/api/v1/workspaces", "/api/v1/workspaces/{ws}/start", "/api/v1/auth/login", "/api/v1/ssh-keys", "/api/v1/users/me/limits"] {
-            assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+        for p in [
+            "/api/v1/workspaces",
+            "/api/v1/workspaces/{ws}/start",
+            "/api/v1/auth/login",
+            "/api/v1/ssh-keys",
+            "/api/v1/users/me/limits",
+        ] {
+            assert!(
+                paths.contains_key(p),
+                "{p} missing from the OpenAPI document"
+            );
         }
     }
 }

@@ -16,7 +16,9 @@ pub async fn capacity(State(app): State<AppState>) -> Result<Json<Capacity>, Api
 /// Deployable templates.
 #[utoipa::path(get, path = "/api/v1/templates", tag = "public", responses((status = 200, body = Templates)))]
 pub async fn templates(State(app): State<AppState>) -> Json<Templates> {
-    Json(Templates { items: app.config.templates.clone() })
+    Json(Templates {
+        items: app.config.templates.clone(),
+    })
 }
 
 /// This API's OpenAPI document.

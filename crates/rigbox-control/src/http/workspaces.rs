@@ -39,7 +39,10 @@ pub async fn list(
     p: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<List<Workspace>>, ApiError> {
-    Ok(Json(app.list_workspaces(&p, q.status.as_deref(), q.limit, q.cursor.as_deref()).await?))
+    Ok(Json(
+        app.list_workspaces(&p, q.status.as_deref(), q.limit, q.cursor.as_deref())
+            .await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = CreateWorkspaceRequest,
@@ -50,12 +53,19 @@ pub async fn create(
     p: Principal,
     ApiJson(r): ApiJson<CreateWorkspaceRequest>,
 ) -> Result<(StatusCode, Json<Workspace>), ApiError> {
-    Ok((StatusCode::CREATED, Json(app.create_workspace(&p, r).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(app.create_workspace(&p, r).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}", tag = "workspaces", params(("ws" = String, Path, description = "ID or name")),
     responses((status = 200, body = Workspace), (status = 404, body = ErrorBody)))]
-pub async fn get(State(app): State<AppState>, p: Principal, ApiPath(ws): ApiPath<String>) -> Result<Json<Workspace>, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiPath(ws): ApiPath<String>,
+) -> Result<Json<Workspace>, ApiError> {
     Ok(Json(app.get_workspace(&p, &ws).await?))
 }
 
@@ -67,7 +77,13 @@ pub async fn delete(
     ApiPath(ws): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Accepted, ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(app.delete_workspace(&p, &ws, q.force.unwrap_or(false)).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            app.delete_workspace(&p, &ws, q.force.unwrap_or(false))
+                .await?,
+        ),
+    ))
 }
 
 macro_rules! action {
@@ -88,7 +104,11 @@ macro_rules! action {
 
 action!(start, "/api/v1/workspaces/{ws}/start", start_workspace);
 action!(stop, "/api/v1/workspaces/{ws}/stop", stop_workspace);
-action!(restart, "/api/v1/workspaces/{ws}/restart", restart_workspace);
+action!(
+    restart,
+    "/api/v1/workspaces/{ws}/restart",
+    restart_workspace
+);
 action!(cancel, "/api/v1/workspaces/{ws}/cancel", cancel_workspace);
 action!(retry, "/api/v1/workspaces/{ws}/retry", retry_workspace);
 
@@ -106,7 +126,11 @@ pub async fn resize(
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/env", tag = "workspaces", params(("ws" = String, Path)),
     responses((status = 200, body = EnvVars), (status = 404, body = ErrorBody)))]
-pub async fn get_env(State(app): State<AppState>, p: Principal, ApiPath(ws): ApiPath<String>) -> Result<Json<EnvVars>, ApiError> {
+pub async fn get_env(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiPath(ws): ApiPath<String>,
+) -> Result<Json<EnvVars>, ApiError> {
     Ok(Json(app.get_env(&p, &ws).await?))
 }
 

@@ -61,11 +61,17 @@ impl Store {
         .await?)
     }
 
-    pub async fn count_api_keys(&self, exec: impl Executor<'_, Database = Db>, user_id: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(exec)
-            .await?)
+    pub async fn count_api_keys(
+        &self,
+        exec: impl Executor<'_, Database = Db>,
+        user_id: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(exec)
+                .await?,
+        )
     }
 
     pub async fn list_api_keys(
@@ -115,7 +121,12 @@ impl Store {
     }
 
     /// Sets `last_used_at` when it is older than `stale_before` (at most once a minute).
-    pub async fn touch_api_key(&self, id: &str, now: i64, stale_before: i64) -> Result<(), StoreError> {
+    pub async fn touch_api_key(
+        &self,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
         )
@@ -129,7 +140,11 @@ impl Store {
 
     // ---- SSH keys ----
 
-    pub async fn insert_ssh_key(&self, exec: impl Executor<'_, Database = Db>, k: &SshKeyRow) -> Result<(), StoreError> {
+    pub async fn insert_ssh_key(
+        &self,
+        exec: impl Executor<'_, Database = Db>,
+        k: &SshKeyRow,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO ssh_keys (id, user_id, name, public_key, key_type, fingerprint, comment, \
              created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -149,11 +164,17 @@ impl Store {
         Ok(())
     }
 
-    pub async fn count_ssh_keys(&self, exec: impl Executor<'_, Database = Db>, user_id: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM ssh_keys WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(exec)
-            .await?)
+    pub async fn count_ssh_keys(
+        &self,
+        exec: impl Executor<'_, Database = Db>,
+        user_id: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM ssh_keys WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(exec)
+                .await?,
+        )
     }
 
     pub async fn list_ssh_keys(

@@ -101,7 +101,9 @@ pub fn encode_cursor(created_at: i64, id: &str) -> String {
 /// Decodes a cursor made by [`encode_cursor`]; `None` when it is not one.
 pub fn decode_cursor(c: &str) -> Option<(i64, String)> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
     let s = String::from_utf8(raw).ok()?;
     let (t, id) = s.split_once(':')?;
     Some((t.parse().ok()?, id.to_owned()))
@@ -115,7 +117,11 @@ pub struct Page<T> {
 }
 
 /// Turns `limit + 1` fetched rows into a page with a cursor.
-pub(crate) fn paginate<T>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> (i64, &str)) -> Page<T> {
+pub(crate) fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (i64, &str),
+) -> Page<T> {
     let limit = usize::try_from(limit).unwrap_or(0);
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
@@ -126,5 +132,8 @@ pub(crate) fn paginate<T>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> (i64
     } else {
         None
     };
-    Page { items: rows, next_cursor }
+    Page {
+        items: rows,
+        next_cursor,
+    }
 }

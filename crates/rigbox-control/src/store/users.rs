@@ -86,24 +86,30 @@ impl Store {
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
-        Ok(sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE email = $1"))
-            .bind(email)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE email = $1"))
+                .bind(email)
+                .fetch_optional(self.pool())
+                .await?,
+        )
     }
 
     /// Every user (operator sweeps such as the monthly credit reset).
     pub async fn all_user_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM users ORDER BY created_at")
-            .fetch_all(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM users ORDER BY created_at")
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 
     /// Takes the user's row lock for the rest of `tx`: every quota-checked mutation starts here,
@@ -126,7 +132,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_user_plan(&self, tx: &mut Tx<'_>, user_id: &str, plan: &str) -> Result<(), StoreError> {
+    pub async fn set_user_plan(
+        &self,
+        tx: &mut Tx<'_>,
+        user_id: &str,
+        plan: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE users SET plan = $1 WHERE id = $2")
             .bind(plan)
             .bind(user_id)
@@ -149,12 +160,21 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_user_flag(&self, user_id: &str, column: UserFlag, value: bool) -> Result<(), StoreError> {
+    pub async fn set_user_flag(
+        &self,
+        user_id: &str,
+        column: UserFlag,
+        value: bool,
+    ) -> Result<(), StoreError> {
         let sql = match column {
             UserFlag::Disabled => "UPDATE users SET disabled = $1 WHERE id = $2",
             UserFlag::EmailVerified => "UPDATE users SET email_verified = $1 WHERE id = $2",
         };
-        sqlx::query(sql).bind(value).bind(user_id).execute(self.pool()).await?;
+        sqlx::query(sql)
+            .bind(value)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
@@ -200,7 +220,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn session_by_hash(&self, token_hash: &str) -> Result<Option<SessionRow>, StoreError> {
+    pub async fn session_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<SessionRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, user_id, created_at, last_used_at, expires_at FROM sessions WHERE token_hash = $1",
         )
@@ -219,12 +242,19 @@ impl Store {
     }
 
     pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(self.pool()).await?;
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
     /// Revokes every session of the user except `keep`.
-    pub async fn delete_sessions_except(&self, user_id: &str, keep: Option<&str>) -> Result<(), StoreError> {
+    pub async fn delete_sessions_except(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
             .bind(user_id)
             .bind(keep.unwrap_or(""))
@@ -294,7 +324,11 @@ impl Store {
 
     // ---- ledger ----
 
-    pub async fn last_ledger_entry(&self, exec: impl Executor<'_, Database = Db>, user_id: &str) -> Result<Option<LedgerRow>, StoreError> {
+    pub async fn last_ledger_entry(
+        &self,
+        exec: impl Executor<'_, Database = Db>,
+        user_id: &str,
+    ) -> Result<Option<LedgerRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, user_id, seq, kind, amount_micro, balance_after_micro, period_start, note, \
              created_at FROM ledger WHERE user_id = $1 ORDER BY seq DESC LIMIT 1",
@@ -304,7 +338,11 @@ impl Store {
         .await?)
     }
 
-    pub async fn insert_ledger(&self, exec: impl Executor<'_, Database = Db>, e: &LedgerRow) -> Result<(), StoreError> {
+    pub async fn insert_ledger(
+        &self,
+        exec: impl Executor<'_, Database = Db>,
+        e: &LedgerRow,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO ledger (id, user_id, seq, kind, amount_micro, balance_after_micro, \
              period_start, note, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

@@ -39,7 +39,8 @@ pub struct WorkspaceRow {
     pub stopped_at: Option<i64>,
 }
 
-const WS_COLS: &str = "id, user_id, name, status, template_id, image, region, node_id, ip_address, \
+const WS_COLS: &str =
+    "id, user_id, name, status, template_id, image, region, node_id, ip_address, \
     ram_mb, vcpu_count, disk_size_mb, desired_state, generation, force_delete, failure_code, \
     failure_message, failure_retryable, failure_at, failure_attempts, failed_step, stop_reason, \
     start_from, restart_pending, status_changed_at, env_updated_at, created_at, updated_at, \
@@ -56,7 +57,11 @@ pub struct UsageRow {
 }
 
 impl Store {
-    pub async fn insert_workspace(&self, tx: &mut Tx<'_>, w: &WorkspaceRow) -> Result<(), StoreError> {
+    pub async fn insert_workspace(
+        &self,
+        tx: &mut Tx<'_>,
+        w: &WorkspaceRow,
+    ) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
              $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
@@ -151,10 +156,12 @@ impl Store {
         exec: impl Executor<'_, Database = Db>,
         id: &str,
     ) -> Result<Option<WorkspaceRow>, StoreError> {
-        Ok(sqlx::query_as(&format!("SELECT {WS_COLS} FROM workspaces WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(exec)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("SELECT {WS_COLS} FROM workspaces WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(exec)
+                .await?,
+        )
     }
 
     /// The user's workspace by ID or by name.
@@ -206,7 +213,11 @@ impl Store {
     }
 
     /// Workspaces in `status` whose status has not changed since `before` (timeouts).
-    pub async fn workspaces_stuck(&self, status: &str, before: i64) -> Result<Vec<WorkspaceRow>, StoreError> {
+    pub async fn workspaces_stuck(
+        &self,
+        status: &str,
+        before: i64,
+    ) -> Result<Vec<WorkspaceRow>, StoreError> {
         Ok(sqlx::query_as(&format!(
             "SELECT {WS_COLS} FROM workspaces WHERE status = $1 AND status_changed_at < $2"
         ))
@@ -216,7 +227,11 @@ impl Store {
         .await?)
     }
 
-    pub async fn delete_workspace_row(&self, id: &str, generation: i64) -> Result<bool, StoreError> {
+    pub async fn delete_workspace_row(
+        &self,
+        id: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM workspaces WHERE id = $1 AND generation = $2")
             .bind(id)
             .bind(generation)
@@ -226,7 +241,11 @@ impl Store {
     }
 
     /// What the user's workspaces use, as the limits count it.
-    pub async fn usage(&self, exec: impl Executor<'_, Database = Db>, user_id: &str) -> Result<UsageRow, StoreError> {
+    pub async fn usage(
+        &self,
+        exec: impl Executor<'_, Database = Db>,
+        user_id: &str,
+    ) -> Result<UsageRow, StoreError> {
         Ok(sqlx::query_as(
             "SELECT COUNT(*) AS workspace_count, \
              COALESCE(SUM(disk_size_mb), 0) AS total_disk_mb, \
