@@ -45,6 +45,27 @@ pub async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// Loads the SSH gateway's host key from the data dir, generating it on first start so it is
+/// stable across restarts; returns its `SHA256:` fingerprint (published by ssh-info).
+pub fn gateway_host_key(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir.join("ssh");
+    private_dir(&dir)?;
+    let path = dir.join("gateway_host_ed25519");
+    let key = if path.exists() {
+        ssh_key::PrivateKey::read_openssh_file(&path)
+            .with_context(|| format!("cannot read the gateway host key {}", path.display()))?
+    } else {
+        let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+            .context("cannot generate the gateway host key")?;
+        key.write_openssh_file(&path, ssh_key::LineEnding::LF)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        key
+    };
+    Ok(key.public_key().fingerprint(ssh_key::HashAlg::Sha256).to_string())
+}
+
 /// The control-plane configuration with the top-level flags applied.
 pub fn control_config(cfg: &Config, public_url: &str) -> rigbox_control::ControlConfig {
     let mut c = cfg.control.clone();
@@ -95,7 +116,8 @@ impl Platform {
             .with_context(|| format!("cannot listen on {}:{}", cfg.listen, cfg.http_port))?;
         let http_addr = listener.local_addr()?;
         let public_url = format!("http://{http_addr}");
-        let control = control_config(cfg, &public_url);
+        let mut control = control_config(cfg, &public_url);
+        control.ssh_host_key_fingerprints = vec![gateway_host_key(&data_dir)?];
         control
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

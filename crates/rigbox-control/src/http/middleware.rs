@@ -43,7 +43,6 @@ fn credential(req: &Request) -> Option<(String, bool)> {
 
 /// Resolves the caller, enforces CSRF for cookie writes and takes a rate-limit token.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let has_auth_header = req.headers().contains_key(header::AUTHORIZATION);
     let principal = match credential(&req) {
         Some((token, via_cookie)) => match app.authenticate(&token, via_cookie).await {
             Ok(p) => p,
@@ -51,10 +50,6 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         },
         None => None,
     };
-    if has_auth_header && principal.is_none() {
-        // A credential was sent but is not valid: never fall back to anonymous.
-        req.extensions_mut().insert(InvalidCredential);
-    }
     let path = req.uri().path().trim_start_matches("/api/v1").to_owned();
     let (key, class) = match &principal {
         Some(p) => (p.user.id.clone(), Class::of_path(&path)),
@@ -103,10 +98,6 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     }
     next.run(req).await
 }
-
-/// Marker: the request carried a credential that is unknown, revoked or expired.
-#[derive(Debug, Clone, Copy)]
-pub struct InvalidCredential;
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     type Rejection = ApiError;
