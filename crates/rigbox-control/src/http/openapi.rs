@@ -8,6 +8,50 @@ use utoipa::{Modify, OpenApi};
 
 struct Security;
 
+/// Adds the error responses every operation can give (bad input, missing credential, rate
+/// limit, internal error) so the document lists every status a client can see.
+struct CommonErrors;
+
+/// Operations that need no credential (api.md §1).
+const PUBLIC: [&str; 7] = [
+    "/api/v1/capacity",
+    "/api/v1/templates",
+    "/api/v1/auth/signup",
+    "/api/v1/auth/login",
+    "/api/v1/auth/cli-session",
+    "/api/v1/auth/cli-session/{code}",
+    "/api/v1/openapi.json",
+];
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |d: &str| {
+            ResponseBuilder::new()
+                .description(d)
+                .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let public = PUBLIC.contains(&path.as_str());
+            for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+                let r = &mut op.responses.responses;
+                let mut add = |code: &str, d: &str| {
+                    r.entry(code.to_owned()).or_insert_with(|| error(d).into());
+                };
+                add("400", "validation_failed: malformed JSON, wrong content type, unknown field, bad value");
+                if !public {
+                    add("401", "unauthorized: credential missing, malformed, revoked or expired");
+                    add("403", "forbidden or account_disabled");
+                    add("404", "not_found");
+                }
+                add("429", "rate_limited (see Retry-After)");
+                add("500", "internal");
+            }
+        }
+    }
+}
+
 impl Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let c = doc.components.get_or_insert_with(Default::default);
@@ -28,7 +72,7 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Rigbox control-plane API", description = "REST API of the Rigbox control plane. Errors use the envelope {\"error\":{\"code\",\"message\",\"details\"}}."),
-    modifiers(&Security),
+    modifiers(&Security, &CommonErrors),
     security(("bearer" = [])),
     paths(
         public::capacity, public::templates,
