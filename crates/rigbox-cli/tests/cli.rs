@@ -1,0 +1,449 @@
+//! The built `rig` binary against a running `rigboxd up --vmm sim`: what a user sees on stdout,
+//! stderr and in exit codes.
+
+use rigbox_testkit::{Daemon, PASSWORD};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// One user's CLI environment: its own config dir and credentials.
+struct Rig {
+    home: tempfile::TempDir,
+    api_url: String,
+    key: Option<String>,
+}
+
+impl Rig {
+    fn new(d: &Daemon, key: Option<String>) -> Self {
+        Self {
+            home: tempfile::tempdir().expect("temp dir"),
+            api_url: d.api_url(),
+            key,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rig"));
+        c.args(args)
+            .env("XDG_CONFIG_HOME", self.home.path())
+            .env("HOME", self.home.path())
+            .env("RIGBOX_API_URL", &self.api_url)
+            .env("RIGBOX_POLL_INTERVAL_MS", "100")
+            .env("RIGBOX_MODE", "local")
+            .env_remove("RIGBOX_API_KEY")
+            .stdin(Stdio::null());
+        if let Some(k) = &self.key {
+            c.env("RIGBOX_API_KEY", k);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("rig runs")
+    }
+
+    /// Runs with `--output json` and parses stdout.
+    fn json(&self, args: &[&str]) -> (i32, Value, String) {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.run(&a);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let v = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        (
+            out.status.code().unwrap_or(-1),
+            v,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// NDJSON events of a waiting command.
+    fn events(&self, args: &[&str]) -> (i32, Vec<Value>) {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.run(&a);
+        let events = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("each line is one JSON event"))
+            .collect();
+        (out.status.code().unwrap_or(-1), events)
+    }
+}
+
+async fn setup() -> (Daemon, Rig) {
+    let d = Daemon::start().await.expect("rigboxd starts");
+    let key = d
+        .create_user("cli@example.com", PASSWORD)
+        .await
+        .expect("user");
+    let rig = Rig::new(&d, Some(key));
+    (d, rig)
+}
+
+#[tokio::test]
+async fn not_signed_in_exits_2_and_public_commands_work() {
+    let d = Daemon::start().await.expect("rigboxd starts");
+    let rig = Rig::new(&d, None);
+    let (code, _, stderr) = rig.json(&["whoami"]);
+    assert_eq!(code, 2);
+    let err: Value = serde_json::from_str(&stderr).expect("json error on stderr");
+    assert_eq!(err["error"]["code"], "not_logged_in");
+    let (code, t, _) = rig.json(&["templates", "ls"]);
+    assert_eq!(code, 0);
+    let ids: Vec<&str> = t["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["base", "dev"]);
+    let (code, c, _) = rig.json(&["capacity"]);
+    assert_eq!(code, 0);
+    assert_eq!(c["available"], true);
+    let human = rig.run(&["capacity"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("available: yes"));
+    // A wrong key is 401 → exit 2.
+    let bad = Rig::new(
+        &d,
+        Some("rb_0000000000000000000000000000000000000000".into()),
+    );
+    assert_eq!(bad.json(&["whoami"]).0, 2);
+}
+
+#[tokio::test]
+async fn spawn_streams_events_and_lifecycle_commands_wait() {
+    let (_d, rig) = setup().await;
+    let (code, events) = rig.events(&[
+        "workspace",
+        "spawn",
+        "--name",
+        "Demo Box",
+        "--env",
+        "GREETING=hi",
+    ]);
+    assert_eq!(code, 0, "{events:?}");
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(names.first(), Some(&"created"));
+    assert!(names.contains(&"ready"), "{names:?}");
+    assert_eq!(names.last(), Some(&"done"));
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "status")
+        .filter_map(|e| e["status"].as_str())
+        .collect();
+    assert!(statuses.contains(&"running"), "{statuses:?}");
+    let done = events.last().expect("done");
+    assert_eq!(done["result"]["status"], "running");
+    assert_eq!(done["result"]["name"], "demo-box");
+
+    // ls with --query
+    let (code, ids, _) = rig.json(&["ws", "ls", "--query", "items[].name"]);
+    assert_eq!(code, 0);
+    assert_eq!(ids, serde_json::json!(["demo-box"]));
+
+    // start on a running workspace: already running, exit 0.
+    let out = rig.run(&["ws", "start", "demo-box"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already running"));
+
+    // stop waits for stopped.
+    let (code, events) = rig.events(&["ws", "stop", "demo-box"]);
+    assert_eq!(code, 0);
+    assert_eq!(events.last().expect("done")["result"]["status"], "stopped");
+    let out = rig.run(&["ws", "stop", "demo-box"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already stopped"));
+
+    // Resize while stopped prints old -> new.
+    let out = rig.run(&["ws", "resize", "demo-box", "--disk", "4096"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3072 -> 4096"));
+    let (_, w, _) = rig.json(&["ws", "get", "demo-box"]);
+    assert_eq!(w["disk_size_mb"], 4096);
+
+    // Restarting a stopped workspace is a 409 → exit 1; a streaming command reports it as the
+    // last NDJSON line.
+    let (code, events) = rig.events(&["ws", "restart", "demo-box"]);
+    assert_eq!(code, 1);
+    let last = events.last().expect("error event");
+    assert_eq!(
+        (last["event"].as_str(), last["code"].as_str()),
+        (Some("error"), Some("invalid_state"))
+    );
+
+    // rm needs --yes without a TTY.
+    let out = rig.run(&["ws", "rm", "demo-box"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = rig.run(&["ws", "rm", "demo-box", "--yes"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Deleting demo-box"));
+}
+
+#[tokio::test]
+async fn exit_codes_for_not_found_and_quota() {
+    let (_d, rig) = setup().await;
+    assert_eq!(rig.json(&["ws", "get", "nope"]).0, 3);
+    assert_eq!(rig.json(&["ws", "new", "--name", "one", "--no-wait"]).0, 0);
+    assert_eq!(rig.json(&["ws", "new", "--name", "two", "--no-wait"]).0, 0);
+    let (code, _, stderr) = rig.json(&["ws", "new", "--name", "three", "--no-wait"]);
+    assert_eq!(code, 4, "free plan allows 2 workspaces");
+    let err: Value = serde_json::from_str(&stderr).expect("json error");
+    assert_eq!(err["error"]["details"]["limit"], "max_vms");
+    // Human errors go to stderr as `error: <message>`.
+    let out = rig.run(&["ws", "new", "--name", "three", "--no-wait"]);
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: Plan limit max_vms"));
+    // Both positional and --workspace is a usage error (exit 1); so is an unknown flag.
+    assert_eq!(
+        rig.run(&["ws", "get", "one", "-w", "two"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(rig.run(&["ws", "get", "--bogus"]).status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn env_values_are_masked_unless_revealed() {
+    let (_d, rig) = setup().await;
+    assert_eq!(
+        rig.json(&["ws", "new", "--name", "envy", "--env", "SECRET=s3cr3t"])
+            .0,
+        0
+    );
+    let (code, ls, _) = rig.json(&["ws", "env", "ls", "envy"]);
+    assert_eq!(code, 0);
+    assert_eq!(ls["items"][0]["key"], "SECRET");
+    assert_eq!(ls["items"][0]["value"], "********");
+    let (_, ls, _) = rig.json(&["ws", "env", "ls", "envy", "--reveal"]);
+    assert_eq!(ls["items"][0]["value"], "s3cr3t");
+    let out = rig.run(&[
+        "ws", "env", "get", "envy", "SECRET", "--output", "text", "--query", "value",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "********");
+    let out = rig.run(&["ws", "env", "get", "envy", "SECRET", "--reveal"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "s3cr3t");
+    assert_eq!(
+        rig.run(&["ws", "env", "get", "envy", "MISSING"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(rig.json(&["ws", "env", "set", "envy", "B=2", "C=3"]).0, 0);
+    assert_eq!(rig.json(&["ws", "env", "unset", "envy", "SECRET"]).0, 0);
+    let (_, ls, _) = rig.json(&[
+        "ws",
+        "env",
+        "ls",
+        "envy",
+        "--reveal",
+        "--query",
+        "items[].key",
+    ]);
+    assert_eq!(ls, serde_json::json!(["B", "C"]));
+}
+
+fn keygen(dir: &Path, name: &str, kind: &[&str]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(kind)
+        .args(["-N", "", "-q", "-C", "me@laptop", "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    path
+}
+
+#[tokio::test]
+async fn ssh_and_api_keys() {
+    let (_d, rig) = setup().await;
+    let key = keygen(rig.home.path(), "id_ed25519", &["-t", "ed25519"]);
+    let pubfile = key.with_extension("pub");
+    let (code, k, stderr) =
+        rig.json(&["ssh-key", "add", "--file", pubfile.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(k["name"], "me@laptop");
+    let lf = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&pubfile)
+        .output()
+        .expect("ssh-keygen -l");
+    let fp = String::from_utf8_lossy(&lf.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(k["fingerprint"], fp.as_str());
+    // A private key file is refused locally.
+    assert_eq!(
+        rig.run(&["ssh-key", "add", "--file", key.to_str().expect("utf-8")])
+            .status
+            .code(),
+        Some(1)
+    );
+    // The default file is ~/.ssh/id_ed25519.pub; adding it again is a duplicate (409 → 1).
+    std::fs::create_dir_all(rig.home.path().join(".ssh")).expect("mkdir");
+    std::fs::copy(&pubfile, rig.home.path().join(".ssh/id_ed25519.pub")).expect("copy");
+    let (code, _, stderr) = rig.json(&["ssh-key", "add"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("duplicate_key"), "{stderr}");
+    let (_, ls, _) = rig.json(&["ssh-key", "ls"]);
+    assert_eq!(ls["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rig.json(&["ssh-key", "rm", "me@laptop"]).0, 0);
+    assert_eq!(rig.json(&["ssh-key", "rm", "me@laptop"]).0, 3);
+
+    // API keys: create shows the key once; the new key works; rm by name revokes it.
+    let (code, created, _) = rig.json(&["api-key", "create", "--name", "ci"]);
+    assert_eq!(code, 0);
+    let new_key = created["key"].as_str().expect("key").to_owned();
+    assert!(new_key.starts_with("rb_") && new_key.len() == 43);
+    let (_, ls, _) = rig.json(&["api-key", "ls"]);
+    assert!(ls["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .all(|k| k.get("key").is_none()));
+    let other = Rig {
+        home: tempfile::tempdir().expect("dir"),
+        api_url: rig.api_url.clone(),
+        key: Some(new_key),
+    };
+    assert_eq!(other.json(&["whoami"]).1["email"], "cli@example.com");
+    assert_eq!(rig.json(&["api-key", "rm", "ci"]).0, 0);
+    assert_eq!(
+        other.json(&["whoami"]).0,
+        2,
+        "revoked key signs out at once"
+    );
+}
+
+#[tokio::test]
+async fn token_login_saves_config_and_logout_forgets_it() {
+    let (d, rig) = setup().await;
+    let key = rig.key.clone().expect("key");
+    let fresh = Rig::new(&d, None);
+    let mut c = fresh.cmd(&["login", "--import-token"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().expect("rig runs");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{key}\n").as_bytes())
+            .expect("write");
+    }
+    let out = child.wait_with_output().expect("rig exits");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Logged in as cli@example.com"));
+    let cfg_path = fresh.home.path().join("rigbox/config.json");
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("config written"))
+            .expect("json");
+    assert_eq!(cfg["credential_source"], "token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cfg_path)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(fresh.json(&["whoami"]).1["email"], "cli@example.com");
+    // A bad token is refused with exit 2 and nothing saved over the good one.
+    let mut c = fresh.cmd(&["login", "--import-token"]);
+    c.stdin(Stdio::piped());
+    let mut child = c.spawn().expect("rig runs");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"rb_wrong\n")
+            .expect("write");
+    }
+    assert_eq!(child.wait().expect("exit").code(), Some(2));
+    let out = fresh.run(&["logout"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Logged out"));
+    assert_eq!(fresh.json(&["whoami"]).0, 2);
+}
+
+#[tokio::test]
+async fn raw_api_limits_status_and_completions() {
+    let (_d, rig) = setup().await;
+    let out = rig.run(&["api", "GET", "/api/v1/workspaces"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("body unchanged");
+    assert_eq!(v["items"], serde_json::json!([]));
+    assert_eq!(
+        rig.run(&["api", "GET", "/workspaces/ws-zzzzzzzz"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        rig.run(&["api", "get", "/workspaces", "--body", "-"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let (code, l, _) = rig.json(&["limits"]);
+    assert_eq!(code, 0);
+    assert_eq!(l["plan"], "free");
+    assert_eq!(l["limits"]["max_vms"], 2);
+    let out = rig.run(&["limits", "--output", "table"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("LIMIT"));
+    let (code, s, _) = rig.json(&["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(s["email"], "cli@example.com");
+    let out = rig.run(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("complete"));
+    let out = rig.run(&["-V"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("rig {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn failed_start_prints_the_failure_and_retry_hint() {
+    let d = Daemon::start_with_config(
+        "[sim]\nprovision_ms = 20\nboot_ms = 100\nstop_ms = 20\nfail_launch = [\"broken\"]\n",
+    )
+    .await
+    .expect("rigboxd");
+    let key = d
+        .create_user("f@example.com", PASSWORD)
+        .await
+        .expect("user");
+    let rig = Rig::new(&d, Some(key));
+    let (code, events) = rig.events(&["ws", "spawn", "--name", "broken"]);
+    assert_eq!(code, 1);
+    let last = events.last().expect("error event");
+    assert_eq!(last["event"], "error");
+    assert_eq!(last["code"], "workspace_failed");
+    let msg = last["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("boot_failed") && msg.contains("rig workspace retry broken"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn workspace_mode_refuses_local_commands() {
+    let d = Daemon::start().await.expect("rigboxd");
+    let rig = Rig::new(&d, None);
+    let mut c = rig.cmd(&["ws", "ls"]);
+    c.env("RIGBOX_MODE", "workspace")
+        .env("RIGBOX_BRIDGE_URL", "http://127.0.0.1:9");
+    let out = c.output().expect("rig runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "rig workspace is not available inside a workspace; run it on your own machine"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
