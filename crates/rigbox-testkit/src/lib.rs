@@ -228,6 +228,7 @@ pub struct Daemon {
     child: Child,
     dir: tempfile::TempDir,
     api_url: String,
+    cfg_path: PathBuf,
 }
 
 /// Path of a binary built from this workspace (`target/debug/<name>`, or `$CARGO_TARGET_DIR`).
@@ -261,42 +262,69 @@ impl Daemon {
             format!("{base}{toml}")
         };
         std::fs::write(&cfg_path, text)?;
-        let data = dir.path().join("data");
-        let child = Command::new(workspace_bin("rigboxd"))
+        let child = Self::spawn(&cfg_path, &dir.path().join("data"), 0)?;
+        let mut d = Self {
+            child,
+            dir,
+            api_url: String::new(),
+            cfg_path,
+        };
+        d.wait_ready().await?;
+        Ok(d)
+    }
+
+    fn spawn(cfg_path: &Path, data: &Path, port: u16) -> std::io::Result<Child> {
+        Command::new(workspace_bin("rigboxd"))
             .args([
                 "up",
                 "--vmm",
                 "sim",
                 "--tls",
                 "off",
-                "--http-port",
-                "0",
                 "--ssh-port",
                 "0",
                 "--https-port",
                 "0",
             ])
+            .arg("--http-port")
+            .arg(port.to_string())
             .arg("--config")
-            .arg(&cfg_path)
+            .arg(cfg_path)
             .arg("--data-dir")
-            .arg(&data)
+            .arg(data)
             .env("RIGBOX_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()?;
-        let mut d = Self {
-            child,
-            dir,
-            api_url: String::new(),
-        };
-        let ready = data.join("ready.json");
+            .spawn()
+    }
+
+    /// Kills the daemon with SIGKILL (no clean shutdown at all) and starts it again on the same
+    /// data dir and port.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        let port: u16 = self
+            .api_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        // SIGKILL leaves the readiness file behind; the new process rewrites it.
+        let _ = std::fs::remove_file(self.data_dir().join("ready.json"));
+        self.child = Self::spawn(&self.cfg_path, &self.data_dir(), port)?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let d = self;
+        let ready = d.data_dir().join("ready.json");
         let start = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 if let Ok(v) = serde_json::from_str::<Value>(&text) {
                     d.api_url = v["api_url"].as_str().unwrap_or_default().to_owned();
-                    return Ok(d);
+                    return Ok(());
                 }
             }
             if let Some(status) = d.child.try_wait()? {

@@ -20,10 +20,20 @@ async fn login_through_browser(decision: &str) -> (i32, Vec<Value>, tempfile::Te
     );
     let daemon = Daemon::start().await.expect("rigboxd starts");
     let email = "browser@example.com";
-    daemon.create_user(email, PASSWORD).await.expect("user created");
+    daemon
+        .create_user(email, PASSWORD)
+        .await
+        .expect("user created");
     let home = tempfile::tempdir().expect("temp dir");
     let mut rig = Command::new(workspace_bin("rig"))
-        .args(["login", "--no-browser", "--api-url", &daemon.api_url(), "--output", "json"])
+        .args([
+            "login",
+            "--no-browser",
+            "--api-url",
+            &daemon.api_url(),
+            "--output",
+            "json",
+        ])
         .env("XDG_CONFIG_HOME", home.path())
         .env("HOME", home.path())
         .env_remove("RIGBOX_API_KEY")
@@ -40,7 +50,12 @@ async fn login_through_browser(decision: &str) -> (i32, Vec<Value>, tempfile::Te
     let created: Value = serde_json::from_str(&first).expect("NDJSON event");
     events.push(created.clone());
     let field = |k: &str| {
-        created.get(k).or_else(|| created.get("session").and_then(|s| s.get(k))).and_then(Value::as_str).unwrap_or_default().to_owned()
+        created
+            .get(k)
+            .or_else(|| created.get("session").and_then(|s| s.get(k)))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
     };
     assert_eq!(created["event"], "session_created", "{created}");
     let (url, user_code) = (field("verification_url"), field("user_code"));
@@ -53,7 +68,12 @@ async fn login_through_browser(decision: &str) -> (i32, Vec<Value>, tempfile::Te
         .arg(&shot)
         .output()
         .expect("node runs");
-    assert!(out.status.success(), "browser: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "browser: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in lines.lines() {
         let line = line.expect("utf-8 output");
         if !line.trim().is_empty() {
@@ -69,7 +89,10 @@ async fn approving_in_the_browser_signs_the_cli_in() {
     let (code, events, home, _daemon) = login_through_browser("approve").await;
     assert_eq!(code, 0, "events: {events:?}");
     let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
-    assert!(names.contains(&"approved") && names.contains(&"saved"), "{names:?}");
+    assert!(
+        names.contains(&"approved") && names.contains(&"saved"),
+        "{names:?}"
+    );
     // The saved credential works: whoami answers as the account that approved.
     let out = Command::new(workspace_bin("rig"))
         .args(["whoami", "--output", "json"])
@@ -77,7 +100,11 @@ async fn approving_in_the_browser_signs_the_cli_in() {
         .env("HOME", home.path())
         .output()
         .expect("rig runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let me: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(me["email"], "browser@example.com", "{me}");
 }
