@@ -9,8 +9,11 @@ use rigbox_types::node::{
 use rigbox_types::WorkspaceId;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// The node re-reads its whole desired state at least this often, even without a signal.
+pub const RESYNC: Duration = Duration::from_secs(5);
 
 /// Settings of one node.
 #[derive(Debug, Clone)]
@@ -101,18 +104,34 @@ impl Node {
     }
 
     /// Runs the reconcile loop until [`Node::stop`].
+    ///
+    /// The desired state is re-read when the control plane signals a change, and every
+    /// [`RESYNC`] in any case; in between, each tick only re-checks the VMs against the cached
+    /// desired state (cheap), which is how boots, crashes and guest power-offs are noticed.
     pub async fn run(self: Arc<Self>, link: Arc<dyn ControlLink>) {
+        let mut desired: Option<Vec<DesiredVm>> = None;
+        let mut fetched_at = Instant::now();
+        let mut changed = true;
         loop {
-            match link.desired(&self.config.node_id).await {
-                Ok(desired) => self.reconcile_all(&link, desired).await,
-                Err(e) => tracing::warn!(error = %e, "cannot read desired state"),
+            if changed || desired.is_none() || fetched_at.elapsed() >= RESYNC {
+                match link.desired(&self.config.node_id).await {
+                    Ok(d) => {
+                        desired = Some(d);
+                        fetched_at = Instant::now();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read desired state"),
+                }
             }
-            tokio::select! {
-                _ = link.changed(&self.config.node_id) => {}
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            if let Some(d) = &desired {
+                self.reconcile_all(&link, d).await;
+            }
+            changed = tokio::select! {
+                _ = link.changed(&self.config.node_id) => true,
+                // An operation finished: its report may have changed the desired state.
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(self.config.poll_interval) => false,
                 _ = self.stop.notified() => return,
-            }
+            };
         }
     }
 
@@ -144,7 +163,7 @@ impl Node {
         }
     }
 
-    async fn reconcile_all(self: &Arc<Self>, link: &Arc<dyn ControlLink>, desired: Vec<DesiredVm>) {
+    async fn reconcile_all(self: &Arc<Self>, link: &Arc<dyn ControlLink>, desired: &[DesiredVm]) {
         let wanted: HashSet<WorkspaceId> = desired.iter().map(|d| d.workspace_id.clone()).collect();
         for d in desired {
             if self
@@ -156,9 +175,9 @@ impl Node {
                 continue;
             }
             let st = self.vmm.inspect(&d.workspace_id).await;
-            if let Some(obs) = self.settled(&d, &st) {
+            if let Some(obs) = self.settled(d, &st) {
                 if let Some(obs) = obs {
-                    self.report(link, &d, obs).await;
+                    self.report(link, d, obs).await;
                 }
                 continue;
             }
@@ -167,7 +186,7 @@ impl Node {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(d.workspace_id.clone());
-            let (node, link) = (Arc::clone(self), Arc::clone(link));
+            let (node, link, d) = (Arc::clone(self), Arc::clone(link), d.clone());
             tokio::spawn(async move {
                 let obs = node.act(&link, &d, st).await;
                 if let Some(obs) = obs {

@@ -71,7 +71,7 @@ struct SimDisk {
 #[derive(Debug)]
 pub struct SimVmm {
     config: SimConfig,
-    state_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     state: Mutex<BTreeMap<WorkspaceId, SimDisk>>,
 }
 
@@ -83,46 +83,81 @@ fn now_ms() -> u64 {
 }
 
 impl SimVmm {
-    /// A simulated VMM keeping its state in `dir/sim-state.json` (or only in memory).
+    /// A simulated VMM keeping each workspace's state in `dir/<workspace>.json` (or only in
+    /// memory), so simulated VMs outlive a restart like QEMU processes do.
     pub fn new(config: SimConfig, dir: Option<PathBuf>) -> std::io::Result<Self> {
-        let state_file = match dir {
-            Some(d) => {
-                std::fs::create_dir_all(&d)?;
-                Some(d.join("sim-state.json"))
+        let mut state = BTreeMap::new();
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d)?;
+            for entry in std::fs::read_dir(d)? {
+                let path = entry?.path();
+                let id = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(WorkspaceId::parse);
+                if let (Some(id), Some("json")) = (id, path.extension().and_then(|e| e.to_str())) {
+                    match serde_json::from_slice::<SimDisk>(&std::fs::read(&path)?) {
+                        Ok(disk) => {
+                            state.insert(id, disk);
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "ignoring unreadable simulated VM state")
+                        }
+                    }
+                }
             }
-            None => None,
-        };
-        let state = match &state_file {
-            Some(f) if f.exists() => serde_json::from_slice(&std::fs::read(f)?).unwrap_or_default(),
-            _ => BTreeMap::new(),
-        };
+        }
         Ok(Self {
             config,
-            state_file,
+            state_dir: dir,
             state: Mutex::new(state),
         })
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<WorkspaceId, SimDisk>) -> R) -> R {
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<WorkspaceId, SimDisk>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the state without changing it.
+    fn read<R>(&self, f: impl FnOnce(&BTreeMap<WorkspaceId, SimDisk>) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Changes one workspace's state and persists that workspace only.
+    fn update<R>(
+        &self,
+        ws: &WorkspaceId,
+        f: impl FnOnce(&mut BTreeMap<WorkspaceId, SimDisk>) -> R,
+    ) -> R {
+        let mut g = self.lock();
         let r = f(&mut g);
-        if let Some(file) = &self.state_file {
-            // Write-then-rename so a crash never leaves a torn state file.
-            let tmp = file.with_extension("json.tmp");
-            let ok = serde_json::to_vec(&*g)
-                .ok()
-                .and_then(|b| std::fs::write(&tmp, b).ok())
-                .and_then(|_| std::fs::rename(&tmp, file).ok());
-            if ok.is_none() {
-                tracing::warn!(file = %file.display(), "could not persist simulated VM state");
-            }
-        }
+        self.persist(ws, g.get(ws));
         r
+    }
+
+    fn persist(&self, ws: &WorkspaceId, disk: Option<&SimDisk>) {
+        let Some(dir) = &self.state_dir else { return };
+        let file = dir.join(format!("{ws}.json"));
+        let ok = match disk {
+            // Write-then-rename so a crash never leaves a torn file.
+            Some(d) => {
+                let tmp = dir.join(format!("{ws}.json.tmp"));
+                serde_json::to_vec(d)
+                    .ok()
+                    .and_then(|b| std::fs::write(&tmp, b).ok())
+                    .and_then(|_| std::fs::rename(&tmp, &file).ok())
+                    .is_some()
+            }
+            None => std::fs::remove_file(&file).is_ok() || !file.exists(),
+        };
+        if !ok {
+            tracing::warn!(file = %file.display(), "could not persist simulated VM state");
+        }
     }
 
     /// Simulates the VM process dying (`kill -9` of QEMU).
     pub fn crash(&self, ws: &WorkspaceId) {
-        self.with(|m| {
+        self.update(ws, |m| {
             if let Some(d) = m.get_mut(ws) {
                 if d.vm.take().is_some() {
                     d.exit = Some(ExitReason::Crashed);
@@ -133,7 +168,7 @@ impl SimVmm {
 
     /// Simulates `poweroff` inside the guest.
     pub fn guest_poweroff(&self, ws: &WorkspaceId) {
-        self.with(|m| {
+        self.update(ws, |m| {
             if let Some(d) = m.get_mut(ws) {
                 if let Some(vm) = d.vm.as_mut() {
                     vm.shutdown_at_ms = Some(now_ms());
@@ -146,14 +181,18 @@ impl SimVmm {
         list.iter().any(|n| n == name)
     }
 
-    fn state_of(&self, d: &mut SimDisk) -> VmState {
+    /// The driver view of one workspace, and whether computing it changed the state (a guest
+    /// power-off that came due).
+    fn state_of(&self, d: &mut SimDisk) -> (VmState, bool) {
+        let mut changed = false;
         if let Some(vm) = &d.vm {
             if vm.shutdown_at_ms.is_some_and(|t| t <= now_ms()) {
                 d.vm = None;
                 d.exit = Some(ExitReason::GuestShutdown);
+                changed = true;
             }
         }
-        match (&d.vm, d.disk_mb) {
+        let st = match (&d.vm, d.disk_mb) {
             (Some(vm), _) => VmState::Running {
                 generation: vm.generation,
                 ip: vm.ip,
@@ -166,7 +205,8 @@ impl SimVmm {
                 exit: d.exit,
             },
             (None, None) => VmState::NoDisk,
-        }
+        };
+        (st, changed)
     }
 }
 
@@ -183,7 +223,7 @@ impl Vmm for SimVmm {
         image: &str,
         size_mb: i64,
     ) -> Result<(), VmmError> {
-        let exists = self.with(|m| m.get(ws).and_then(|d| d.disk_mb).is_some());
+        let exists = self.read(|m| m.get(ws).and_then(|d| d.disk_mb).is_some());
         if !exists {
             tokio::time::sleep(Duration::from_millis(self.config.provision_ms)).await;
         }
@@ -193,7 +233,7 @@ impl Vmm for SimVmm {
         if Self::listed(&self.config.fail_provision, name) {
             return Err(VmmError::Disk("simulated provisioning failure".into()));
         }
-        self.with(|m| {
+        self.update(ws, |m| {
             let d = m.entry(ws.clone()).or_default();
             d.disk_mb = Some(d.disk_mb.unwrap_or(0).max(size_mb));
         });
@@ -201,20 +241,20 @@ impl Vmm for SimVmm {
     }
 
     async fn delete_disk(&self, ws: &WorkspaceId) -> Result<(), VmmError> {
-        self.with(|m| m.remove(ws));
+        self.update(ws, |m| m.remove(ws));
         Ok(())
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<(), VmmError> {
         if Self::listed(&self.config.fail_launch, &spec.name) {
-            self.with(|m| {
+            self.update(&spec.workspace_id, |m| {
                 if let Some(d) = m.get_mut(&spec.workspace_id) {
                     d.last_generation = Some(spec.generation);
                 }
             });
             return Err(VmmError::Launch("simulated launch failure".into()));
         }
-        self.with(|m| {
+        self.update(&spec.workspace_id, |m| {
             let d = m.entry(spec.workspace_id.clone()).or_default();
             if d.disk_mb.is_none() {
                 return Err(VmmError::Launch("no root disk".into()));
@@ -234,7 +274,7 @@ impl Vmm for SimVmm {
     }
 
     async fn shutdown(&self, ws: &WorkspaceId, grace: Duration) -> Result<(), VmmError> {
-        let running = self.with(|m| m.get(ws).is_some_and(|d| d.vm.is_some()));
+        let running = self.read(|m| m.get(ws).is_some_and(|d| d.vm.is_some()));
         if running {
             tokio::time::sleep(Duration::from_millis(self.config.stop_ms).min(grace)).await;
         }
@@ -242,7 +282,7 @@ impl Vmm for SimVmm {
     }
 
     async fn kill(&self, ws: &WorkspaceId) -> Result<(), VmmError> {
-        self.with(|m| {
+        self.update(ws, |m| {
             if let Some(d) = m.get_mut(ws) {
                 d.vm = None;
                 d.exit = None;
@@ -253,15 +293,28 @@ impl Vmm for SimVmm {
     }
 
     async fn inspect(&self, ws: &WorkspaceId) -> VmState {
-        self.with(|m| m.get_mut(ws).map_or(VmState::NoDisk, |d| self.state_of(d)))
+        let mut g = self.lock();
+        let Some(d) = g.get_mut(ws) else {
+            return VmState::NoDisk;
+        };
+        let (st, changed) = self.state_of(d);
+        if changed {
+            self.persist(ws, Some(d));
+        }
+        st
     }
 
     async fn list(&self) -> Vec<(WorkspaceId, VmState)> {
-        self.with(|m| {
-            m.iter_mut()
-                .map(|(k, d)| (k.clone(), self.state_of(d)))
-                .collect()
-        })
+        let mut g = self.lock();
+        let mut out = Vec::with_capacity(g.len());
+        for (k, d) in g.iter_mut() {
+            let (st, changed) = self.state_of(d);
+            if changed {
+                self.persist(k, Some(d));
+            }
+            out.push((k.clone(), st));
+        }
+        out
     }
 
     async fn apply_guest_config(
@@ -283,11 +336,11 @@ impl Vmm for SimVmm {
             ssh_keys: config.ssh_keys.clone(),
             at: rigbox_types::time_fmt::now_micros(),
         };
-        self.with(|m| m.get_mut(ws).map(|d| d.ack = Some(ack.clone())));
+        self.update(ws, |m| m.get_mut(ws).map(|d| d.ack = Some(ack.clone())));
         Some(ack)
     }
 
     async fn guest_ack(&self, ws: &WorkspaceId) -> Option<GuestAck> {
-        self.with(|m| m.get(ws).and_then(|d| d.ack.clone()))
+        self.read(|m| m.get(ws).and_then(|d| d.ack.clone()))
     }
 }

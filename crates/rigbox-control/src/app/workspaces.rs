@@ -279,14 +279,7 @@ impl App {
             .filter(|n| n.region() == region && n.healthy())
         {
             let cap = n.capacity().await;
-            let used: i64 = self
-                .store
-                .workspaces_on_node(n.node_id())
-                .await?
-                .iter()
-                .filter(|w| status_of(w).is_live())
-                .map(|w| w.ram_mb)
-                .sum();
+            let (_, used) = self.store.node_live_usage(n.node_id()).await?;
             let free = cap.memory_mb - used;
             if best.as_ref().is_none_or(|(f, _)| free > *f) {
                 best = Some((free, n.node_id().to_owned()));
@@ -312,15 +305,8 @@ impl App {
                 )
             })?;
         let cap = node.capacity().await;
-        let live: Vec<WorkspaceRow> = self
-            .store
-            .workspaces_on_node(&row.node_id)
-            .await?
-            .into_iter()
-            .filter(|w| status_of(w).is_live())
-            .collect();
-        let ram: i64 = live.iter().map(|w| w.ram_mb).sum();
-        if live.len() as i64 >= cap.slots || ram + row.ram_mb > cap.memory_mb {
+        let (live, ram) = self.store.node_live_usage(&row.node_id).await?;
+        if live >= cap.slots || ram + row.ram_mb > cap.memory_mb {
             return Err(ApiError::new(
                 ErrorCode::InsufficientCapacity,
                 "The workspace's node has no room to start it now; nothing changed, try later.",
@@ -929,17 +915,10 @@ impl App {
         for n in self.nodes().iter().filter(|n| n.healthy()) {
             let cap = n.capacity().await;
             let slots = cap.slots.min(253);
-            let live: Vec<WorkspaceRow> = self
-                .store
-                .workspaces_on_node(n.node_id())
-                .await?
-                .into_iter()
-                .filter(|w| status_of(w).is_live())
-                .collect();
-            let ram: i64 = live.iter().map(|w| w.ram_mb).sum();
+            let (live, ram) = self.store.node_live_usage(n.node_id()).await?;
             total += slots;
-            used += live.len() as i64;
-            available |= (live.len() as i64) < slots && cap.memory_mb - ram >= min_ram;
+            used += live;
+            available |= live < slots && cap.memory_mb - ram >= min_ram;
         }
         Ok(rigbox_types::api::Capacity {
             available,

@@ -29,19 +29,36 @@ impl Modify for CommonErrors {
         let error = |d: &str| {
             ResponseBuilder::new()
                 .description(d)
-                .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
                 .build()
         };
         for (path, item) in doc.paths.paths.iter_mut() {
             let public = PUBLIC.contains(&path.as_str());
-            for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 let r = &mut op.responses.responses;
                 let mut add = |code: &str, d: &str| {
                     r.entry(code.to_owned()).or_insert_with(|| error(d).into());
                 };
                 add("400", "validation_failed: malformed JSON, wrong content type, unknown field, bad value");
                 if !public {
-                    add("401", "unauthorized: credential missing, malformed, revoked or expired");
+                    add(
+                        "401",
+                        "unauthorized: credential missing, malformed, revoked or expired",
+                    );
                     add("403", "forbidden or account_disabled");
                     add("404", "not_found");
                 }

@@ -259,11 +259,13 @@ impl Store {
         .await?)
     }
 
-    /// Live workspaces (holding a lease) across all nodes.
-    pub async fn count_live(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM workspaces WHERE status IN ('starting', 'running', 'stopping')",
+    /// Live workspaces on a node (holding a lease) and the RAM they use.
+    pub async fn node_live_usage(&self, node_id: &str) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(ram_mb), 0) FROM workspaces \
+             WHERE node_id = $1 AND status IN ('starting', 'running', 'stopping')",
         )
+        .bind(node_id)
         .fetch_one(self.pool())
         .await?)
     }
