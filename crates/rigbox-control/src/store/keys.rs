@@ -83,7 +83,7 @@ impl Store {
         let (t, id) = after.unwrap_or((i64::MIN, String::new()));
         let rows: Vec<ApiKeyRow> = sqlx::query_as(
             "SELECT id, user_id, name, key_preview, created_at, last_used_at FROM api_keys \
-             WHERE user_id = $1 AND (created_at > $2 OR (created_at = $2 AND id > $3)) \
+             WHERE user_id = $1 AND (created_at, id) > ($2, $3) \
              ORDER BY created_at, id LIMIT $4",
         )
         .bind(user_id)
@@ -187,7 +187,7 @@ impl Store {
         let rows: Vec<SshKeyRow> = sqlx::query_as(
             "SELECT id, user_id, name, public_key, key_type, fingerprint, comment, created_at, \
              last_used_at FROM ssh_keys WHERE user_id = $1 \
-             AND (created_at > $2 OR (created_at = $2 AND id > $3)) ORDER BY created_at, id LIMIT $4",
+             AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4",
         )
         .bind(user_id)
         .bind(t)

@@ -190,7 +190,7 @@ impl Store {
         let (t, id) = after.unwrap_or((i64::MIN, String::new()));
         let rows: Vec<WorkspaceRow> = sqlx::query_as(&format!(
             "SELECT {WS_COLS} FROM workspaces WHERE user_id = $1 AND ($2 IS NULL OR status = $2) \
-             AND (created_at > $3 OR (created_at = $3 AND id > $4)) ORDER BY created_at, id LIMIT $5"
+             AND (created_at, id) > ($3, $4) ORDER BY created_at, id LIMIT $5"
         ))
         .bind(user_id)
         .bind(status)
