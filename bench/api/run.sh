@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # bench/api: throughput and latency of the workspace API (get, list, create) on a release build
+# (get/list: a pro account at its 10 workspaces; page50: full 50-item pages; create: unique names)
 # with SQLite, against a reference measured in the same run: GET /api/v1/templates on the same
 # server (same HTTP stack, no auth, no database). Every scenario runs ROUNDS times; medians are
 # printed as a Markdown table with the ratio to the reference. Traffic stays on 127.0.0.1;
@@ -14,7 +15,7 @@ RATE=${RATE:-500}
 CONCURRENCY=${CONCURRENCY:-16}
 
 echo "==> building (release)" >&2
-cargo build --release --locked -p rigboxd >&2
+cargo build --release -p rigboxd >&2
 cargo build --release --manifest-path bench/api/loadgen/Cargo.toml >&2
 LOADGEN=bench/api/loadgen/target/release/rigbox-loadgen
 
@@ -37,16 +38,27 @@ pid=$!
 for _ in $(seq 200); do [ -f "$work/data/ready.json" ] && break; sleep 0.05; done
 url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_url"])' "$work/data/ready.json")
 admin() { target/release/rigboxd admin --data-dir "$work/data" "$@" >/dev/null; }
-echo 'bench-password-1' | admin user create --email bench@example.com --plan pro
-admin user set-limit --email bench@example.com --key max_vms --value 1000000
-admin user set-limit --email bench@example.com --key max_disk_total_mb --value 1000000000000
-token=$(curl -sf "$url/api/v1/auth/login" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"bench-password-1"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-key=$(curl -sf -X POST "$url/api/v1/api-keys" -H "authorization: Bearer $token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-for i in $(seq 20); do
-    curl -sf -X POST "$url/api/v1/workspaces" -H "authorization: Bearer $key" -H 'content-type: application/json' -d "{\"name\":\"seed-$i\"}" >/dev/null
-done
+new_key() { # email: a pro account and an API key for it
+    echo 'bench-password-1' | admin user create --email "$1" --plan pro
+    local token
+    token=$(curl -sf "$url/api/v1/auth/login" -H 'content-type: application/json' \
+        -d "{\"email\":\"$1\",\"password\":\"bench-password-1\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+    curl -sf -X POST "$url/api/v1/api-keys" -H "authorization: Bearer $token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}
+seed() { # key count prefix
+    for i in $(seq "$2"); do
+        curl -sf -X POST "$url/api/v1/workspaces" -H "authorization: Bearer $1" -H 'content-type: application/json' -d "{\"name\":\"$3-$i\"}" >/dev/null
+    done
+}
+# A pro account at its plan's 10 workspaces: get and list (one full list is 10 items).
+key=$(new_key bench@example.com)
+seed "$key" 10 seed
 ws=$(curl -sf "$url/api/v1/workspaces?limit=1" -H "authorization: Bearer $key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+# An account without limits: creates, and full 50-item pages.
+big=$(new_key big@example.com)
+admin user set-limit --email big@example.com --key max_vms --value 1000000
+admin user set-limit --email big@example.com --key max_disk_total_mb --value 1000000000000
+seed "$big" 60 page
 
 results="$work/results.jsonl"
 run() { # name mode url [extra args]
@@ -61,7 +73,9 @@ for r in $(seq "$ROUNDS"); do
     run reference-open open "$url/api/v1/templates" --rate "$RATE"
     run get-open open "$url/api/v1/workspaces/$ws" --token "$key" --rate "$RATE"
     run list-open open "$url/api/v1/workspaces" --token "$key" --rate "$RATE"
-    run create-closed closed "$url/api/v1/workspaces" --method POST --token "$key" --concurrency "$CONCURRENCY" --prefix "r$r" --max-requests 400
+    run page50-closed closed "$url/api/v1/workspaces?limit=50" --token "$big" --concurrency "$CONCURRENCY"
+    run page50-open open "$url/api/v1/workspaces?limit=50" --token "$big" --rate "$RATE"
+    run create-closed closed "$url/api/v1/workspaces" --method POST --token "$big" --concurrency "$CONCURRENCY" --prefix "r$r" --max-requests 400
 done
 
 python3 - "$results" "$RATE" "$CONCURRENCY" "$ROUNDS" "$DURATION" <<'PY'
@@ -77,8 +91,9 @@ print(f"Medians of {rounds} rounds of {dur} s; closed loop = {conc} concurrent c
 print("| scenario | req/s | p50 ms | p99 ms | errors | req/s vs reference | p99 vs reference |")
 print("|---|---|---|---|---|---|---|")
 for name, ref in [("reference-closed", None), ("get-closed", "reference-closed"), ("list-closed", "reference-closed"),
-                  ("create-closed", "reference-closed"),
-                  ("reference-open", None), ("get-open", "reference-open"), ("list-open", "reference-open")]:
+                  ("page50-closed", "reference-closed"), ("create-closed", "reference-closed"),
+                  ("reference-open", None), ("get-open", "reference-open"), ("list-open", "reference-open"),
+                  ("page50-open", "reference-open")]:
     rps, p50, p99 = med(name, "rps"), med(name, "p50_ms"), med(name, "p99_ms")
     if ref:
         r1 = f"{rps / med(ref, 'rps'):.2f}x"

@@ -6,6 +6,11 @@ use rigboxd::config::{Accel, Config, Outbound, Role, TlsMode, VmmKind};
 use std::io::Read;
 use std::path::PathBuf;
 
+// The store's SQLite driver copies every column value of every row; glibc's allocator serializes
+// those copies across threads (measured in bench/api), mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "rigboxd", version = rigboxd::VERSION, about = "Rigbox: self-hosted cloud developer workspaces")]
 struct Cli {
