@@ -1,6 +1,8 @@
-//! Waiting for a workspace to reach a status: polls `GET /workspaces/{ws}` (every 2 s, or
-//! `RIGBOX_POLL_INTERVAL_MS`), shows a spinner on a terminal, emits NDJSON `status` events in
-//! JSON mode, fails on `failed` (with the retry hint) and on `--timeout`.
+//! Waiting for a workspace to reach a status (cli.md §5): polls `GET /workspaces/{ws}` every
+//! 2 s (`RIGBOX_POLL_INTERVAL_MS` overrides it, for tests), shows a spinner on a terminal,
+//! prints an NDJSON `status` event on every observed change, fails with the failure block and
+//! the retry hint when the workspace becomes `failed`, and gives up with code `timeout` after
+//! `--timeout` (the operation itself continues on the server).
 
 use crate::client::{urlencode, Api};
 use crate::error::{exit, CliError, CliResult};
@@ -8,14 +10,23 @@ use crate::output::{stderr_tty, Printer};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-fn interval() -> Duration {
-    std::env::var("RIGBOX_POLL_INTERVAL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(2), Duration::from_millis)
+/// The poll interval: 2 s unless `RIGBOX_POLL_INTERVAL_MS` says otherwise.
+pub fn interval() -> Duration {
+    interval_override().unwrap_or(Duration::from_secs(2))
 }
 
-/// The error a failed workspace gives while waiting.
+/// `RIGBOX_POLL_INTERVAL_MS` (hidden; for tests), which also paces device-login polls.
+pub fn interval_override() -> Option<Duration> {
+    interval_from(std::env::var("RIGBOX_POLL_INTERVAL_MS").ok().as_deref())
+}
+
+fn interval_from(v: Option<&str>) -> Option<Duration> {
+    v.and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms.max(1)))
+}
+
+/// The error a workspace that became `failed` gives: its failure code and message, plus the
+/// retry command when the failure is retryable.
 pub fn failed_error(ws: &Value) -> CliError {
     let f = &ws["failure"];
     let name = ws["name"].as_str().unwrap_or_default();
@@ -25,69 +36,123 @@ pub fn failed_error(ws: &Value) -> CliError {
         f["code"].as_str().unwrap_or("unknown")
     );
     if f["retryable"].as_bool() == Some(true) {
-        msg.push_str(&format!("; retry with: rig workspace retry {name}"));
+        msg.push_str(&format!(
+            "; retry with: {} workspace retry {name}",
+            crate::bin_name()
+        ));
     }
-    let mut e = CliError::new("workspace_failed", msg, exit::ERROR);
-    e.details = json!({"failure": f.clone(), "workspace_id": ws["id"].clone()});
-    e
+    CliError::new("workspace_failed", msg, exit::ERROR)
+        .with_details(json!({"failure": f.clone(), "workspace_id": ws["id"].clone()}))
 }
 
-/// Polls until `status` is one of `targets`; returns the final workspace.
-pub async fn until(
-    api: &Api,
-    p: &Printer,
-    ws_id: &str,
-    targets: &[&str],
-    timeout: Duration,
-    mut last: Option<String>,
-) -> CliResult<Value> {
-    let start = Instant::now();
-    let spinner = (!p.ndjson() && stderr_tty()).then(|| {
-        let s = indicatif::ProgressBar::new_spinner();
-        s.enable_steady_tick(Duration::from_millis(120));
-        s
-    });
-    let result = loop {
-        let ws = match api.get(&format!("/workspaces/{}", urlencode(ws_id))).await {
-            Ok(ws) => ws,
-            Err(e) => break Err(e),
-        };
-        let status = ws["status"].as_str().unwrap_or_default().to_owned();
-        if last.as_deref() != Some(status.as_str()) {
-            if p.ndjson() {
-                p.event("status", json!({"status": status}))?;
-            }
-            if let Some(s) = &spinner {
-                s.set_message(format!(
-                    "{} is {status}",
-                    ws["name"].as_str().unwrap_or(ws_id)
-                ));
-            }
-            last = Some(status.clone());
+/// How one wait goes.
+pub struct Wait<'a> {
+    pub api: &'a Api,
+    pub printer: &'a Printer,
+    pub verbose: bool,
+    pub timeout: Duration,
+}
+
+impl Wait<'_> {
+    /// Polls until the status is one of `targets` and returns the final workspace. `last` is the
+    /// status already reported (from the action's answer), so it is not repeated.
+    pub async fn until(
+        &self,
+        ws_id: &str,
+        targets: &[&str],
+        last: Option<&str>,
+    ) -> CliResult<Value> {
+        let start = Instant::now();
+        let spinner = (!self.printer.ndjson() && stderr_tty()).then(|| {
+            let s = indicatif::ProgressBar::new_spinner();
+            s.enable_steady_tick(Duration::from_millis(120));
+            s
+        });
+        let result = self
+            .poll(ws_id, targets, last, start, spinner.as_ref())
+            .await;
+        if let Some(s) = spinner {
+            s.finish_and_clear();
         }
-        if targets.contains(&status.as_str()) {
-            break Ok(ws);
-        }
-        if status == "failed" {
-            break Err(failed_error(&ws));
-        }
-        if start.elapsed() >= timeout {
-            let mut e = CliError::new(
-                "timeout",
-                format!(
-                    "timed out after {} s waiting for {} (now {status}); the operation continues",
-                    timeout.as_secs(),
-                    targets.join(" or ")
-                ),
-                exit::ERROR,
-            );
-            e.details = json!({"status": status});
-            break Err(e);
-        }
-        tokio::time::sleep(interval()).await;
-    };
-    if let Some(s) = spinner {
-        s.finish_and_clear();
+        result
     }
-    result
+
+    async fn poll(
+        &self,
+        ws_id: &str,
+        targets: &[&str],
+        last: Option<&str>,
+        start: Instant,
+        spinner: Option<&indicatif::ProgressBar>,
+    ) -> CliResult<Value> {
+        let mut last = last.map(str::to_owned);
+        let path = format!("/workspaces/{}", urlencode(ws_id));
+        loop {
+            let ws = self.api.get(&path).await?;
+            let status = ws["status"].as_str().unwrap_or_default().to_owned();
+            if last.as_deref() != Some(status.as_str()) {
+                self.printer.event("status", json!({"status": status}))?;
+                if self.verbose {
+                    eprintln!("  {ws_id} is {status}");
+                }
+                if let Some(s) = spinner {
+                    s.set_message(format!(
+                        "{} is {status}",
+                        ws["name"].as_str().unwrap_or(ws_id)
+                    ));
+                }
+                last = Some(status.clone());
+            }
+            if targets.contains(&status.as_str()) {
+                return Ok(ws);
+            }
+            if status == "failed" {
+                return Err(failed_error(&ws));
+            }
+            if start.elapsed() >= self.timeout {
+                return Err(CliError::new(
+                    "timeout",
+                    format!(
+                        "timed out after {} s waiting for {} (it is {status}); the operation continues",
+                        self.timeout.as_secs(),
+                        targets.join(" or ")
+                    ),
+                    exit::ERROR,
+                )
+                .with_details(json!({"status": status, "workspace_id": ws_id})));
+            }
+            tokio::time::sleep(interval()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_override() {
+        assert_eq!(interval_from(Some("50")), Some(Duration::from_millis(50)));
+        assert_eq!(interval_from(Some("0")), Some(Duration::from_millis(1)));
+        assert_eq!(interval_from(Some("x")), None);
+        assert_eq!(interval_from(None), None);
+    }
+
+    #[test]
+    fn failure_message_has_code_and_retry_hint() {
+        let ws = json!({"id": "ws-1", "name": "box", "status": "failed",
+            "failure": {"code": "boot_failed", "message": "VM could not launch", "retryable": true}});
+        let e = failed_error(&ws);
+        assert_eq!(e.exit, 1);
+        assert!(
+            e.message.contains("VM could not launch (boot_failed)"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("workspace retry box"), "{}", e.message);
+        assert_eq!(e.details["failure"]["code"], "boot_failed");
+        let mut ws = ws;
+        ws["failure"]["retryable"] = json!(false);
+        assert!(!failed_error(&ws).message.contains("retry"));
+    }
 }

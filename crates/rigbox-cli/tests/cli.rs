@@ -1,10 +1,12 @@
 //! The built `rig` binary against a running `rigboxd up --vmm sim`: what a user sees on stdout,
-//! stderr and in exit codes.
+//! stderr and in exit codes. Each test has its own daemon, its own config directory
+//! (`XDG_CONFIG_HOME`) and a fast poll interval.
 
-use rigbox_testkit::{Daemon, PASSWORD};
-use serde_json::Value;
+use rigbox_testkit::{Client, Daemon, PASSWORD};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// One user's CLI environment: its own config dir and credentials.
 struct Rig {
@@ -31,6 +33,8 @@ impl Rig {
             .env("RIGBOX_POLL_INTERVAL_MS", "100")
             .env("RIGBOX_MODE", "local")
             .env_remove("RIGBOX_API_KEY")
+            .env_remove("RIGBOX_BRIDGE_URL")
+            .env_remove("NO_COLOR")
             .stdin(Stdio::null());
         if let Some(k) = &self.key {
             c.env("RIGBOX_API_KEY", k);
@@ -441,9 +445,426 @@ async fn workspace_mode_refuses_local_commands() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(
-            "rig workspace is not available inside a workspace; run it on your own machine"
+            "rig workspace ls is not available inside a workspace; run it on your own machine"
         ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A console session token (device login is approved from the console, never with a key).
+async fn console_session(d: &Daemon, email: &str) -> Client {
+    let (code, s) = Client::new(&d.api_url(), None)
+        .post("/auth/login", json!({"email": email, "password": PASSWORD}))
+        .await;
+    assert_eq!(code, 200, "{s}");
+    Client::new(&d.api_url(), s["token"].as_str().map(str::to_owned))
+}
+
+/// Starts `rig login --no-browser --output json` and returns it with its first NDJSON event.
+fn start_device_login(rig: &Rig) -> (Child, BufReader<std::process::ChildStdout>, Value) {
+    let mut c = rig.cmd(&["login", "--no-browser", "--output", "json"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("rig runs");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first event");
+    let ev: Value = serde_json::from_str(&line).expect("NDJSON line");
+    (child, out, ev)
+}
+
+fn rest_events(out: BufReader<std::process::ChildStdout>) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(&l.expect("line")).expect("NDJSON line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn device_login_approved_then_logout_revokes_the_key() {
+    let (d, _) = setup().await;
+    let rig = Rig::new(&d, None);
+    let (child, out, ev) = start_device_login(&rig);
+    assert_eq!(ev["event"], "session_created");
+    let code = ev["code"].as_str().expect("code").to_owned();
+    let user_code = ev["user_code"].as_str().expect("user code");
+    assert_eq!(user_code.len(), 9, "{user_code}");
+    assert!(ev["verification_url"]
+        .as_str()
+        .expect("url")
+        .contains(&code));
+
+    let console = console_session(&d, "cli@example.com").await;
+    let (status, body) = console
+        .post(&format!("/auth/cli-session/{code}/approve"), json!({}))
+        .await;
+    assert_eq!(status, 204, "{body}");
+
+    let events = rest_events(out);
+    let output = child.wait_with_output().expect("rig exits");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(names, ["approved", "saved", "done"]);
+    assert_eq!(events[0]["email"], "cli@example.com");
+    assert_eq!(events[2]["result"]["email"], "cli@example.com");
+
+    let cfg_path = rig.home.path().join("rigbox/config.json");
+    assert_eq!(
+        events[1]["path"].as_str(),
+        Some(cfg_path.to_str().expect("utf-8"))
+    );
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("config")).expect("json");
+    assert_eq!(cfg["credential_source"], "device_login");
+    assert_eq!(cfg["email"], "cli@example.com");
+    assert_eq!(cfg["api_url"], d.api_url());
+    let key = cfg["api_key"].as_str().expect("key").to_owned();
+    assert!(cfg["api_key_id"].is_string());
+
+    // The saved key works without RIGBOX_API_KEY; whoami reports the API key.
+    let (code, me, _) = rig.json(&["whoami"]);
+    assert_eq!(code, 0);
+    assert_eq!(me["auth_method"], "api_key");
+    assert_eq!(me["api_key_id"], cfg["api_key_id"]);
+
+    // Logout revokes a device-login key on the server.
+    let out = rig.run(&["logout"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out).trim(), "Logged out");
+    assert_eq!(rig.json(&["whoami"]).0, 2);
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("config")).expect("json");
+    assert!(cfg.get("api_key").is_none());
+    let revoked = Rig::new(&d, Some(key));
+    assert_eq!(revoked.json(&["whoami"]).0, 2, "the key is revoked");
+}
+
+#[tokio::test]
+async fn device_login_denied_exits_2() {
+    let (d, _) = setup().await;
+    let rig = Rig::new(&d, None);
+    let (child, out, ev) = start_device_login(&rig);
+    let code = ev["code"].as_str().expect("code").to_owned();
+    let console = console_session(&d, "cli@example.com").await;
+    let (status, _) = console
+        .post(&format!("/auth/cli-session/{code}/deny"), json!({}))
+        .await;
+    assert_eq!(status, 204);
+    let events = rest_events(out);
+    let output = child.wait_with_output().expect("rig exits");
+    assert_eq!(output.status.code(), Some(2));
+    let last = events.last().expect("error event");
+    assert_eq!(last["event"], "error");
+    assert_eq!(last["code"], "login_denied");
+    assert!(!rig.home.path().join("rigbox/config.json").exists());
+}
+
+#[tokio::test]
+async fn ctrl_c_exits_130() {
+    let d = Daemon::start().await.expect("rigboxd");
+    let rig = Rig::new(&d, None);
+    let mut c = rig.cmd(&["login", "--no-browser"]);
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("rig runs");
+    // Wait until the session exists (the URL is printed), then interrupt.
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("http") {
+        let mut l = String::new();
+        assert!(err.read_line(&mut l).expect("read") > 0, "{seen}");
+        seen.push_str(&l);
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    assert_eq!(child.wait().expect("exits").code(), Some(130));
+}
+
+#[tokio::test]
+async fn formats_verbose_and_config_defaults() {
+    let (_d, rig) = setup().await;
+    assert_eq!(
+        rig.json(&["ws", "new", "--name", "fmt", "--env", "TOKEN=abc"])
+            .0,
+        0
+    );
+    // text: one line per item, tab-separated, no header.
+    let out = rig.run(&["ws", "ls", "--output", "text"]);
+    let line = stdout(&out);
+    let cells: Vec<&str> = line.trim_end().split('\t').collect();
+    assert_eq!(cells[1..4], ["fmt", "provisioned", "base"]);
+    assert!(cells[0].starts_with("ws-"));
+    // table: a header; human lists are tables too.
+    let out = rig.run(&["ws", "ls", "--output", "table"]);
+    assert!(stdout(&out).starts_with("ID "));
+    let out = rig.run(&["ws", "ls"]);
+    assert!(stdout(&out).contains("STATUS"));
+    // yaml masks env values like every format.
+    let out = rig.run(&["ws", "env", "ls", "fmt", "--output", "yaml"]);
+    let y = stdout(&out);
+    assert!(
+        y.contains("value: '********'") || y.contains("value: \"********\""),
+        "{y}"
+    );
+    assert!(!y.contains("abc"));
+    let out = rig.run(&["ws", "env", "ls", "fmt", "--output", "table"]);
+    assert!(!stdout(&out).contains("abc"));
+    // ssh-info in JSON for scripts.
+    let (code, info, _) = rig.json(&["ws", "ssh-info", "-w", "fmt"]);
+    assert_eq!(code, 0);
+    assert_eq!(info["workspace"], "fmt");
+    let target = info["ssh_target"].as_str().expect("target");
+    assert!(target.starts_with("fmt-"), "{target}");
+    assert!(info["command"]
+        .as_str()
+        .expect("command")
+        .starts_with("ssh "));
+    // -v: every request on stderr, never the key.
+    let out = rig.run(&["-v", "whoami"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("GET ") && err.contains("/api/v1/auth/me -> 200"),
+        "{err}"
+    );
+    assert!(!err.contains(rig.key.as_deref().expect("key")), "{err}");
+    // The config's `output` is the default format; a world-readable file draws a warning.
+    let dir = rig.home.path().join("rigbox");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("config.json"), r#"{"output": "json"}"#).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("config.json"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let out = rig.run(&["templates", "ls"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json by default");
+    assert!(v["items"].is_array());
+    assert!(
+        stderr(&out).contains("readable by other users"),
+        "{}",
+        stderr(&out)
+    );
+    // --output beats the config.
+    let out = rig.run(&["capacity", "--output", "text"]);
+    assert!(stdout(&out).contains("available\ttrue") || stdout(&out).contains("available\tyes"));
+}
+
+#[tokio::test]
+async fn wait_timeout_and_invalid_state() {
+    let (_d, rig) = setup().await;
+    let (code, events) = rig.events(&["ws", "spawn", "--name", "slow", "--timeout", "0"]);
+    assert_eq!(code, 1);
+    let last = events.last().expect("error event");
+    assert_eq!(
+        (last["event"].as_str(), last["code"].as_str()),
+        (Some("error"), Some("timeout"))
+    );
+    // The operation continues on the server: provisioning ends (and a start, if it was sent,
+    // goes on); `start` then succeeds either way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, w, _) = rig.json(&["ws", "get", "slow"]);
+        if matches!(w["status"].as_str(), Some("provisioned" | "running")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{w}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = rig.run(&["ws", "start", "slow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, events) = rig.events(&["ws", "start", "slow"]);
+    assert_eq!(code, 0);
+    assert_eq!(events.last().expect("done")["event"], "done");
+    assert_eq!(events.last().expect("done")["result"]["status"], "running");
+    // A resize while running is 409 → exit 1, error envelope on stderr in json.
+    let (code, _, err) = rig.json(&["ws", "resize", "slow", "--ram", "768"]);
+    assert_eq!(code, 1);
+    let e: Value = serde_json::from_str(&err).expect("json error");
+    assert_eq!(e["error"]["code"], "invalid_state");
+    // rm -f deletes in any state.
+    let (code, w, _) = rig.json(&["ws", "rm", "slow", "-f"]);
+    assert_eq!(code, 0);
+    assert_eq!(w["status"], "deleting");
+}
+
+#[test]
+fn invoked_as_rigbox() {
+    let dir = tempfile::tempdir().expect("dir");
+    let link = dir.path().join("rigbox");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rig"), &link).expect("symlink");
+    let out = Command::new(&link).arg("-V").output().expect("runs");
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("rigbox {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = Command::new(&link)
+        .args(["ws", "--help"])
+        .env("RIGBOX_MODE", "local")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("Usage: rigbox workspace"),
+        "{}",
+        stdout(&out)
+    );
+    // Parse errors exit 1, not clap's 2.
+    let out = Command::new(&link)
+        .args(["ws", "frobnicate"])
+        .env("RIGBOX_MODE", "local")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    // Completions default to $SHELL.
+    let out = Command::new(&link)
+        .arg("completions")
+        .env("SHELL", "/usr/bin/zsh")
+        .env("RIGBOX_MODE", "local")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).starts_with("#compdef rigbox"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A stand-in for the node bridge: answers `/rig/v1/whoami` and `/rig/v1/workspace`, 404
+/// otherwise, and records the paths asked for.
+async fn fake_bridge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let auth = req.to_ascii_lowercase().contains("authorization:");
+                log.lock()
+                    .expect("lock")
+                    .push(format!("{path} auth={auth}"));
+                let (status, body) = match path.as_str() {
+                    "/rig/v1/whoami" => (
+                        "200 OK",
+                        json!({"auth_method": "workspace_ip",
+                        "workspace_id": "ws-abcd1234", "workspace_name": "inside",
+                        "owner_email": "o@example.com", "region": "local"}),
+                    ),
+                    "/rig/v1/workspace" => (
+                        "200 OK",
+                        json!({"id": "ws-abcd1234",
+                        "name": "inside", "status": "running", "apps": []}),
+                    ),
+                    _ => (
+                        "404 Not Found",
+                        json!({"error": {"code": "not_found",
+                        "message": "no such route", "details": {}}}),
+                    ),
+                };
+                let body = body.to_string();
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn workspace_mode_uses_the_bridge_and_hides_local_commands() {
+    let (bridge, seen) = fake_bridge().await;
+    let home = tempfile::tempdir().expect("dir");
+    // A config file with a key exists but workspace mode must not read it.
+    std::fs::create_dir_all(home.path().join("rigbox")).expect("dir");
+    std::fs::write(
+        home.path().join("rigbox/config.json"),
+        r#"{"api_key": "rb_mustnotbeused", "output": "yaml"}"#,
+    )
+    .expect("write");
+    let inside = |args: &[&str]| {
+        let bridge = bridge.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let home = home.path().to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_rig"))
+                    .args(&args)
+                    .env("RIGBOX_MODE", "workspace")
+                    .env("RIGBOX_BRIDGE_URL", bridge)
+                    .env("XDG_CONFIG_HOME", &home)
+                    .env("RIGBOX_API_KEY", "rb_mustnotbeusedeither")
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("rig runs")
+            })
+            .await
+            .expect("join")
+        }
+    };
+    let out = inside(&["whoami", "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json (not the config's yaml)");
+    assert_eq!(v["auth_method"], "workspace_ip");
+    let out = inside(&["ws", "get", "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["name"], "inside");
+    let out = inside(&["status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("inside"));
+    {
+        let seen = seen.lock().expect("lock");
+        assert!(
+            seen.contains(&"/rig/v1/whoami auth=false".to_owned()),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&"/rig/v1/workspace auth=false".to_owned()),
+            "{seen:?}"
+        );
+    }
+    // Refused before argument checks (ws new has a required --name), in the chosen format.
+    let out = inside(&["ws", "new"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: rig workspace new is not available inside a workspace; run it on your own machine"
+    );
+    let out = inside(&["api-key", "ls", "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let e: Value = serde_json::from_slice(&out.stderr).expect("json error");
+    assert_eq!(e["error"]["code"], "not_available");
+    // Help lists only what works here.
+    let out = inside(&["--help"]).await;
+    let help = stdout(&out);
+    assert!(
+        help.contains("whoami") && help.contains("workspace"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("api-key") && !help.contains("login"),
+        "{help}"
     );
 }

@@ -1,24 +1,34 @@
-//! Account commands: login, logout, whoami, status, limits, capacity, templates, credits.
+//! Account commands of local mode: `login` (device flow of limits-and-accounts.md §3, or a
+//! pasted/imported key), `logout`, `whoami`, `status`, `limits`, and the public `capacity` and
+//! `templates ls`.
 
 use super::Ctx;
-use crate::client::{urlencode, Api};
-use crate::config;
+use crate::client::urlencode;
+use crate::config::{self, SOURCE_DEVICE, SOURCE_TOKEN};
 use crate::error::{exit, CliError, CliResult};
-use crate::output::{cell, Out};
+use crate::output::{cell, warn, Out};
+use crate::prompt;
+use rigbox_types::api::{CliSessionCreated, CliSessionPoll, CliSessionRequest};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn client_name() -> String {
+/// `<local user>@<hostname>`: the client name of device login and the default SSH key name.
+pub fn user_at_host() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "user".into());
-    let host = std::fs::read_to_string("/etc/hostname")
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{user}@{host}")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let mut s = format!("{user}@{host}");
+    s.truncate(100);
+    s
 }
 
-/// Saves a verified credential.
+/// Saves a verified credential (with the API URL it belongs to) and returns the file's path.
 fn save_login(
     ctx: &Ctx,
     key: &str,
@@ -32,96 +42,116 @@ fn save_login(
     f.api_key_id = key_id.map(str::to_owned);
     f.email = Some(email.to_owned());
     f.credential_source = Some(source.to_owned());
-    config::save(&f)
+    let path = config::save(&f)?;
+    if ctx.effective.api_key_source == config::Source::Env {
+        warn("RIGBOX_API_KEY is set and takes precedence over the saved key");
+    }
+    Ok(path)
 }
 
-/// `rig login` (device flow).
+fn login_result(ctx: &Ctx, email: &str, path: &std::path::Path) -> Value {
+    json!({"email": email, "api_url": ctx.api.origin, "config_path": path.display().to_string()})
+}
+
+/// Whether an RFC 3339 instant has passed (unknown formats never expire locally; the server
+/// decides).
+fn expired(at: &str) -> bool {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .is_ok_and(|t| t <= time::OffsetDateTime::now_utc())
+}
+
+fn open_browser(url: &str) {
+    // Best effort: no browser (or no xdg-open) just means the user opens the URL.
+    let _ = std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+/// `login` (device flow).
 pub async fn login_device(ctx: &Ctx, no_browser: bool) -> CliResult<Out> {
     let p = &ctx.printer;
-    let s = ctx
-        .api
-        .post("/auth/cli-session", &json!({"client_name": client_name()}))
+    let api = ctx.anonymous();
+    let created = api
+        .post(
+            "/auth/cli-session",
+            &CliSessionRequest {
+                client_name: Some(user_at_host()),
+            },
+        )
         .await?;
-    let (code, user_code, url) = (
-        s["code"].as_str().unwrap_or_default().to_owned(),
-        s["user_code"].as_str().unwrap_or_default().to_owned(),
-        s["verification_url"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    );
-    let secret = s["poll_secret"].as_str().unwrap_or_default().to_owned();
-    if p.ndjson() {
-        p.event("session_created", json!({"code": code, "user_code": user_code, "verification_url": url, "expires_at": s["expires_at"]}))?;
-    } else {
-        eprintln!("Open this URL to sign in:\n\n  {url}\n\nand check that it shows the code {user_code}\n");
-    }
+    let s: CliSessionCreated = serde_json::from_value(created).map_err(|e| {
+        CliError::network(format!("unexpected answer to POST /auth/cli-session: {e}"))
+    })?;
+    p.event(
+        "session_created",
+        json!({"code": s.code, "user_code": s.user_code,
+               "verification_url": s.verification_url, "expires_at": s.expires_at}),
+    )?;
+    p.note(&format!(
+        "To sign in, open this URL in a browser:\n\n    {}\n\nand check that it shows the code {}\n",
+        s.verification_url, s.user_code
+    ));
     if !no_browser {
-        let _ = std::process::Command::new("xdg-open")
-            .arg(&url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
+        open_browser(&s.verification_url);
     }
-    let interval = std::env::var("RIGBOX_POLL_INTERVAL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(
-            Duration::from_secs(s["interval_seconds"].as_u64().unwrap_or(2)),
-            Duration::from_millis,
-        );
-    let poll_path = format!("/auth/cli-session/{}", urlencode(&code));
+    p.note("Waiting for approval…");
+    let interval = crate::wait::interval_override()
+        .unwrap_or(Duration::from_secs(u64::from(s.interval_seconds.max(1))));
+    let poll_path = format!("/auth/cli-session/{}", urlencode(&s.code));
     loop {
         tokio::time::sleep(interval).await;
-        let raw = ctx
-            .api
+        let raw = api
             .raw(
                 reqwest::Method::GET,
                 &poll_path,
                 None,
-                &[("x-rigbox-poll-secret", &secret)],
+                &[("x-rigbox-poll-secret", &s.poll_secret)],
             )
             .await?;
-        let body: Value = serde_json::from_slice(&raw.body).unwrap_or(Value::Null);
-        if raw.status != 200 {
-            return Err(CliError::from_api(raw.status, &body));
-        }
-        match body["status"].as_str().unwrap_or_default() {
-            "approved" => {
-                let key = body["api_key"].as_str().unwrap_or_default();
-                let email = body["email"].as_str().unwrap_or_default();
-                if p.ndjson() {
-                    p.event("approved", json!({"email": email}))?;
-                }
+        let body = crate::client::parse_answer(&raw)?;
+        let poll: CliSessionPoll = serde_json::from_value(body).map_err(|e| {
+            CliError::network(format!("unexpected answer to GET /auth/cli-session: {e}"))
+        })?;
+        match poll.status.as_str() {
+            "pending" if expired(&s.expires_at) => return Err(login_expired()),
+            "pending" => continue,
+            "approved" | "consumed" => {
+                let (Some(key), Some(email)) = (poll.api_key, poll.email) else {
+                    return Err(CliError::new(
+                        "login_failed",
+                        format!(
+                            "The sign-in was approved but its key was already collected; run `{} login` again.",
+                            crate::bin_name()
+                        ),
+                        exit::AUTH,
+                    ));
+                };
+                p.event("approved", json!({"email": email}))?;
                 let path =
-                    save_login(ctx, key, body["api_key_id"].as_str(), email, "device_login")?;
-                let result = json!({"email": email, "api_url": ctx.api.origin, "config_path": path.display().to_string()});
+                    save_login(ctx, &key, poll.api_key_id.as_deref(), &email, SOURCE_DEVICE)?;
+                p.event("saved", json!({"path": path.display().to_string()}))?;
+                let result = login_result(ctx, &email, &path);
                 if p.ndjson() {
-                    p.event("saved", json!({"path": path.display().to_string()}))?;
-                    p.event("done", json!({"result": result}))?;
+                    p.event("done", json!({ "result": result }))?;
                     return Ok(Out::silent());
                 }
                 return Ok(Out::doc(result).with_message(format!("Logged in as {email}")));
             }
-            "pending" => continue,
             "denied" => {
                 return Err(CliError::new(
                     "login_denied",
-                    "The sign-in request was denied in the console.",
+                    "The sign-in request was denied.",
                     exit::AUTH,
                 ))
             }
-            "expired" => {
-                return Err(CliError::new(
-                    "login_expired",
-                    "The sign-in request expired; run rig login again.",
-                    exit::AUTH,
-                ))
-            }
+            "expired" => return Err(login_expired()),
             other => {
                 return Err(CliError::new(
                     "login_failed",
-                    format!("The sign-in request is {other}; run rig login again."),
+                    format!("The sign-in request is {other}."),
                     exit::AUTH,
                 ))
             }
@@ -129,57 +159,76 @@ pub async fn login_device(ctx: &Ctx, no_browser: bool) -> CliResult<Out> {
     }
 }
 
-/// `rig login --token` / `--import-token`.
+fn login_expired() -> CliError {
+    CliError::new(
+        "login_expired",
+        format!(
+            "The sign-in request expired; run `{} login` again.",
+            crate::bin_name()
+        ),
+        exit::AUTH,
+    )
+}
+
+/// `login --token` (no-echo prompt) / `login --import-token` (first line of stdin).
 pub async fn login_token(ctx: &Ctx, from_stdin: bool) -> CliResult<Out> {
     let key = if from_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .map_err(|e| CliError::usage(format!("cannot read stdin: {e}")))?;
-        line.trim().to_owned()
+        prompt::stdin_line().await?
     } else {
-        rpassword::prompt_password("API key: ")
-            .map_err(|e| CliError::usage(format!("cannot read the key: {e}")))?
-            .trim()
-            .to_owned()
+        if !prompt::interactive() {
+            return Err(CliError::usage(
+                "--token needs a terminal to ask on; use --import-token to read the key from stdin",
+            ));
+        }
+        prompt::secret("API key: ").await?.trim().to_owned()
     };
     if key.is_empty() {
         return Err(CliError::usage("no API key given"));
     }
-    let api = Api::new(&ctx.api.origin, "/api/v1", Some(key.clone()), ctx.verbose)?;
-    let me = api.get("/auth/me").await?;
-    let email = me["email"].as_str().unwrap_or_default();
-    let path = save_login(ctx, &key, me["api_key_id"].as_str(), email, "token")?;
-    Ok(Out::doc(json!({"email": email, "api_url": ctx.api.origin, "config_path": path.display().to_string()}))
-        .with_message(format!("Logged in as {email}")))
+    let me = ctx.api.with_key(Some(key.clone())).get("/auth/me").await?;
+    let email = me["email"].as_str().unwrap_or_default().to_owned();
+    let path = save_login(ctx, &key, me["api_key_id"].as_str(), &email, SOURCE_TOKEN)?;
+    Ok(Out::doc(login_result(ctx, &email, &path)).with_message(format!("Logged in as {email}")))
 }
 
-/// `rig logout`.
+/// `logout`: forgets the stored credential; revokes it first when device login created it.
 pub async fn logout(ctx: &Ctx) -> CliResult<Out> {
     let f = &ctx.file;
-    if f.credential_source.as_deref() == Some("device_login") {
-        if let Some(id) = &f.api_key_id {
-            // Best effort: the key may already be revoked.
-            let _ = ctx
+    let mut revoked = false;
+    if f.credential_source.as_deref() == Some(SOURCE_DEVICE) {
+        if let (Some(id), Some(key)) = (&f.api_key_id, &f.api_key) {
+            // Best effort: the key may already be revoked, or the server unreachable.
+            match ctx
                 .api
-                .call(
-                    reqwest::Method::DELETE,
-                    &format!("/api-keys/{}", urlencode(id)),
-                    None,
-                )
-                .await;
+                .with_key(Some(key.clone()))
+                .delete(&format!("/api-keys/{}", urlencode(id)))
+                .await
+            {
+                Ok(_) => revoked = true,
+                Err(e) if ctx.verbose => eprintln!("  could not revoke the key: {}", e.message),
+                Err(_) => {}
+            }
         }
     }
-    let mut f = f.clone();
-    f.api_key = None;
-    f.api_key_id = None;
-    f.email = None;
-    f.credential_source = None;
-    config::save(&f)?;
-    Ok(Out::doc(json!({"logged_out": true})).with_message("Logged out"))
+    let had = f.api_key.is_some();
+    let path = if had {
+        Some(config::save(&f.without_credential())?)
+    } else {
+        None
+    };
+    if ctx.effective.api_key_source == config::Source::Env {
+        warn("RIGBOX_API_KEY is still set in the environment");
+    }
+    Ok(Out::doc(json!({
+        "logged_out": true,
+        "had_credential": had,
+        "revoked": revoked,
+        "config_path": path.map(|p| p.display().to_string()),
+    }))
+    .with_message("Logged out"))
 }
 
-/// `rig whoami`.
+/// `whoami` (local mode).
 pub async fn whoami(ctx: &Ctx) -> CliResult<Out> {
     ctx.api.require_key()?;
     let me = ctx.api.get("/auth/me").await?;
@@ -188,10 +237,29 @@ pub async fn whoami(ctx: &Ctx) -> CliResult<Out> {
         "auth_method": me["auth_method"], "api_key_id": me["api_key_id"],
         "api_url": ctx.api.origin, "config_path": config::path().display().to_string(),
     });
-    Ok(Out::doc(doc))
+    let msg = labelled(&[
+        ("Email", &doc["email"]),
+        ("User ID", &doc["user_id"]),
+        ("Plan", &doc["plan"]),
+        ("Auth method", &doc["auth_method"]),
+        ("API key ID", &doc["api_key_id"]),
+        ("API URL", &doc["api_url"]),
+        ("Config", &doc["config_path"]),
+    ]);
+    Ok(Out::doc(doc).with_message(msg))
 }
 
-/// Usage counted against each limit (`None` where none is tracked).
+/// A labelled block: `Label   value` lines, skipping nulls.
+pub fn labelled(rows: &[(&str, &Value)]) -> String {
+    let w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    rows.iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(l, v)| format!("{l:<w$}  {}", cell(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The usage counted against a limit, where one is tracked.
 fn used_for(limit: &str, usage: &Value) -> Value {
     let key = match limit {
         "max_vms" => "workspace_count",
@@ -204,6 +272,7 @@ fn used_for(limit: &str, usage: &Value) -> Value {
     usage[key].clone()
 }
 
+/// `{limit, used, max}` rows of a `GET /users/me/limits` body.
 fn limit_rows(l: &Value) -> Vec<Value> {
     l["limits"]
         .as_object()
@@ -215,39 +284,32 @@ fn limit_rows(l: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// `rig limits`.
+const LIMIT_COLUMNS: [(&str, &str); 3] = [("LIMIT", "limit"), ("USED", "used"), ("MAX", "max")];
+
+/// `limits`: JSON is the API's object; the tabular formats show LIMIT, USED, MAX.
 pub async fn limits(ctx: &Ctx) -> CliResult<Out> {
     ctx.api.require_key()?;
     let l = ctx.api.get("/users/me/limits").await?;
     let rows = limit_rows(&l);
-    let mut out = Out::list(
-        rows,
-        vec![("LIMIT", "limit"), ("USED", "used"), ("MAX", "max")],
-    );
-    out.doc = l.clone();
-    out.doc["items"] = json!(limit_rows(&l));
-    if ctx.printer.format == crate::output::Format::Human {
-        let table = crate::output::Printer {
-            format: crate::output::Format::Table,
-            query: None,
-        }
-        .render(&Out::list(
-            limit_rows(&l),
-            vec![("LIMIT", "limit"), ("USED", "used"), ("MAX", "max")],
-        ))?;
-        let custom = if l["custom"] == true {
-            " (custom limits)"
-        } else {
-            ""
-        };
-        out.message = Some(format!("Plan: {}{custom}\n{table}", cell(&l["plan"])));
+    let table = crate::output::Printer {
+        color: ctx.printer.color,
+        ..crate::output::Printer::plain(crate::output::Format::Human)
     }
-    Ok(out)
+    .render(&Out::list(rows.clone(), LIMIT_COLUMNS.to_vec()))?;
+    let custom = if l["custom"] == true {
+        " (custom limits)"
+    } else {
+        ""
+    };
+    let msg = format!("Plan: {}{custom}\n\n{table}", cell(&l["plan"]));
+    Ok(Out::doc(l)
+        .with_view(rows, LIMIT_COLUMNS.to_vec())
+        .with_message(msg))
 }
 
-/// `rig capacity` (no login needed).
+/// `capacity` (no sign-in needed).
 pub async fn capacity(ctx: &Ctx) -> CliResult<Out> {
-    let c = ctx.api.get("/capacity").await?;
+    let c = ctx.anonymous().get("/capacity").await?;
     let msg = format!(
         "available: {}\nused {} of {} slots",
         if c["available"] == true { "yes" } else { "no" },
@@ -257,9 +319,9 @@ pub async fn capacity(ctx: &Ctx) -> CliResult<Out> {
     Ok(Out::doc(c).with_message(msg))
 }
 
-/// `rig templates ls` (no login needed).
+/// `templates ls` (no sign-in needed).
 pub async fn templates(ctx: &Ctx) -> CliResult<Out> {
-    let t = ctx.api.get("/templates").await?;
+    let t = ctx.anonymous().get("/templates").await?;
     Ok(Out::list(
         t["items"].as_array().cloned().unwrap_or_default(),
         vec![
@@ -273,61 +335,15 @@ pub async fn templates(ctx: &Ctx) -> CliResult<Out> {
     ))
 }
 
+/// Credits as a human number (micro ÷ 1,000,000).
 fn credits_fmt(micro: &Value) -> String {
     micro
         .as_i64()
         .map_or_else(String::new, |m| format!("{:.2}", m as f64 / 1_000_000.0))
 }
 
-/// `rig credits`.
-pub async fn credits(ctx: &Ctx) -> CliResult<Out> {
-    ctx.api.require_key()?;
-    let c = ctx.api.get("/users/me/credits").await?;
-    let msg = format!(
-        "available: {} of {} credits\nbalance:   {}\nreserved:  {}\nmode:      {}\nperiod end: {}",
-        credits_fmt(&c["remaining_micro"]),
-        credits_fmt(&c["total_micro"]),
-        credits_fmt(&c["balance_micro"]),
-        credits_fmt(&c["reserved_micro"]),
-        cell(&c["mode"]),
-        cell(&c["period_end"])
-    );
-    Ok(Out::doc(c).with_message(msg))
-}
-
-/// `rig credits ledger`.
-pub async fn ledger(ctx: &Ctx, limit: u32, workspace: Option<&str>) -> CliResult<Out> {
-    ctx.api.require_key()?;
-    let mut path = format!("/users/me/credits/ledger?limit={}", limit.clamp(1, 200));
-    if let Some(w) = workspace {
-        path.push_str(&format!("&workspace_id={}", urlencode(w)));
-    }
-    let l = ctx.api.get(&path).await?;
-    let items: Vec<Value> = l["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|mut e| {
-            e["amount"] = json!(credits_fmt(&e["amount_micro"]));
-            e["balance"] = json!(credits_fmt(&e["balance_after_micro"]));
-            e
-        })
-        .collect();
-    Ok(Out::list(
-        items,
-        vec![
-            ("TIME", "created_at"),
-            ("KIND", "kind"),
-            ("AMOUNT", "amount"),
-            ("BALANCE", "balance"),
-            ("WORKSPACE", "workspace_id"),
-            ("MODEL", "model"),
-        ],
-    ))
-}
-
-/// `rig status`.
+/// `status` (local mode): plan, workspaces by status, usage against each limit, and credits
+/// when the server offers them (a 404 there means credits are not built: that part is left out).
 pub async fn status(ctx: &Ctx) -> CliResult<Out> {
     ctx.api.require_key()?;
     let me = ctx.api.get("/auth/me").await?;
@@ -344,19 +360,27 @@ pub async fn status(ctx: &Ctx) -> CliResult<Out> {
         let n = by_status.get(&s).and_then(Value::as_i64).unwrap_or(0);
         by_status.insert(s, json!(n + 1));
     }
-    let doc = json!({
-        "email": me["email"], "plan": l["plan"], "custom_limits": l["custom"],
+    let mut doc = json!({
+        "email": me["email"], "user_id": me["id"], "plan": l["plan"], "custom_limits": l["custom"],
         "workspaces": {"total": workspaces.len(), "by_status": by_status},
-        "limits": limit_rows(&l), "credits": credits,
+        "limits": limit_rows(&l),
     });
+    if let Some(c) = &credits {
+        doc["credits"] = c.clone();
+    }
     let mut msg = format!(
-        "Signed in as {} (plan {})\n",
+        "Signed in as {} (plan {}{})\n",
         cell(&me["email"]),
-        cell(&l["plan"])
+        cell(&l["plan"]),
+        if l["custom"] == true {
+            ", custom limits"
+        } else {
+            ""
+        }
     );
     let counts: Vec<String> = by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
     msg.push_str(&format!(
-        "Workspaces: {}{}\n",
+        "Workspaces: {}{}\n\nUsage:\n",
         workspaces.len(),
         if counts.is_empty() {
             String::new()
@@ -364,23 +388,63 @@ pub async fn status(ctx: &Ctx) -> CliResult<Out> {
             format!(" ({})", counts.join(", "))
         }
     ));
-    for r in limit_rows(&l) {
-        if !r["used"].is_null() {
-            msg.push_str(&format!(
-                "  {:<22} {} / {}\n",
-                cell(&r["limit"]),
-                cell(&r["used"]),
-                cell(&r["max"])
-            ));
-        }
-    }
-    if let Some(c) = &credits {
+    for r in limit_rows(&l).iter().filter(|r| !r["used"].is_null()) {
         msg.push_str(&format!(
-            "Credits: {} of {} available until {}",
-            credits_fmt(&c["remaining_micro"]),
-            credits_fmt(&c["total_micro"]),
-            cell(&c["period_end"])
+            "  {:<20} {} of {}\n",
+            cell(&r["limit"]),
+            cell(&r["used"]),
+            cell(&r["max"])
         ));
     }
+    if let Some(c) = &credits {
+        msg.push_str(&format!("\n{}\n", credits_line(c)));
+    }
     Ok(Out::doc(doc).with_message(msg.trim_end().to_owned()))
+}
+
+/// One line about credits (`status` in both modes).
+pub fn credits_line(c: &Value) -> String {
+    format!(
+        "Credits: {} of {} available until {}",
+        credits_fmt(&c["remaining_micro"]),
+        credits_fmt(&c["total_micro"]),
+        cell(&c["period_end"])
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_rows_pair_usage_with_limits() {
+        let l = json!({"plan": "free", "limits": {"max_vms": 2, "max_apps_per_vm": 5},
+                       "usage": {"workspace_count": 1}});
+        let rows = limit_rows(&l);
+        assert_eq!(
+            rows[0],
+            json!({"limit": "max_apps_per_vm", "used": null, "max": 5})
+        );
+        assert_eq!(rows[1], json!({"limit": "max_vms", "used": 1, "max": 2}));
+    }
+
+    #[test]
+    fn expiry_and_formats() {
+        assert!(expired("2000-01-01T00:00:00Z"));
+        assert!(!expired("2999-01-01T00:00:00Z"));
+        assert!(!expired("not a time"));
+        assert_eq!(credits_fmt(&json!(250_000_000)), "250.00");
+        assert_eq!(credits_fmt(&Value::Null), "");
+        let who = user_at_host();
+        assert!(who.contains('@') && who.len() <= 100);
+    }
+
+    #[test]
+    fn labelled_blocks_skip_nulls() {
+        let (a, b) = (json!("x"), Value::Null);
+        assert_eq!(
+            labelled(&[("Email", &a), ("Name", &b), ("ID", &a)]),
+            "Email  x\nID     x"
+        );
+    }
 }

@@ -1,0 +1,501 @@
+//! The command tree (clap derive) exactly as cli.md §3 and §6 name it, for the [P1] commands
+//! this binary implements. Parsing only: what each command does lives in `commands`.
+//!
+//! Help text never hard-codes the binary's name; clap is given the invoked name (`rig` or
+//! `rigbox`) at run time.
+
+use crate::error::{CliError, CliResult};
+use crate::output::Format;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The whole command line.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    disable_version_flag = true,
+    about = "Rigbox: cloud developer workspaces",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Output format [default: human, or the config's `output`].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub output: Option<Format>,
+    /// JMESPath expression applied to the command's JSON document before formatting.
+    #[arg(long, global = true, value_name = "JMESPATH")]
+    pub query: Option<String>,
+    /// Diagnostics on stderr: HTTP requests, poll states, retries (never credentials).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Print the version.
+    #[arg(short = 'V', long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Sign in: device login in the browser, or an API key with --token / --import-token.
+    Login(LoginArgs),
+    /// Forget the stored credential (and revoke it when it came from device login).
+    Logout,
+    /// Show who the CLI is signed in as.
+    Whoami,
+    /// Account summary: plan, workspaces by status, usage against limits.
+    Status,
+    /// Plan limits and current usage.
+    Limits,
+    /// Platform capacity (no sign-in needed).
+    Capacity,
+    /// Workspace templates (no sign-in needed).
+    #[command(alias = "template", subcommand)]
+    Templates(TemplatesCmd),
+    /// Create, run and manage workspaces.
+    #[command(alias = "ws", subcommand)]
+    Workspace(WsCmd),
+    /// SSH public keys of the account.
+    #[command(subcommand)]
+    SshKey(SshKeyCmd),
+    /// API keys of the account.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCmd),
+    /// Send a raw request to the API, e.g. `api GET /workspaces`.
+    Api(ApiArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// Shell [default: the one in $SHELL].
+        #[arg(value_enum)]
+        shell: Option<clap_complete::Shell>,
+    },
+}
+
+/// `login`.
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Control-plane URL to sign in to (stored in the config).
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Do not try to open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Paste an API key at a prompt that does not echo.
+    #[arg(long, conflicts_with = "import_token")]
+    pub token: bool,
+    /// Read an API key from the first line of stdin.
+    #[arg(long)]
+    pub import_token: bool,
+}
+
+/// `templates`.
+#[derive(Subcommand, Debug)]
+pub enum TemplatesCmd {
+    /// List the templates.
+    Ls,
+}
+
+/// A workspace named by a positional `<WS>` or by `-w/--workspace` (not both).
+#[derive(Args, Debug, Clone)]
+pub struct WsArg {
+    /// Workspace ID (ws-…) or name.
+    #[arg(value_name = "WS")]
+    pub ws: Option<String>,
+    /// Workspace ID (ws-…) or name (instead of the positional argument).
+    #[arg(short = 'w', long = "workspace", value_name = "WS")]
+    pub workspace: Option<String>,
+}
+
+/// `--no-wait` and `--timeout` of the lifecycle actions.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct WaitFlags {
+    /// Return as soon as the action is accepted.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this many seconds (the operation continues).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+/// The flags of `workspace new` and `workspace spawn`.
+#[derive(Args, Debug, Clone)]
+pub struct NewFlags {
+    /// Workspace name.
+    #[arg(long)]
+    pub name: String,
+    /// Template ID [default: base].
+    #[arg(long)]
+    pub template: Option<String>,
+    /// RAM in MB (raised to the template's floor).
+    #[arg(long, value_name = "MB")]
+    pub ram: Option<i64>,
+    /// Number of vCPUs (raised to the template's floor).
+    #[arg(long, value_name = "N")]
+    pub vcpu: Option<i64>,
+    /// Root disk in MB (raised to the template's floor).
+    #[arg(long, value_name = "MB")]
+    pub disk: Option<i64>,
+    /// Environment variable (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+}
+
+/// `workspace …`.
+#[derive(Subcommand, Debug)]
+pub enum WsCmd {
+    /// Create a workspace and wait until it is provisioned (it is not started).
+    New {
+        #[command(flatten)]
+        flags: NewFlags,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// Create a workspace, start it and wait until it runs.
+    Spawn {
+        #[command(flatten)]
+        flags: NewFlags,
+        /// Give up waiting after this many seconds (the operation continues).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    /// List workspaces.
+    Ls {
+        /// Only workspaces in this status.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show a workspace (inside a workspace: the current one).
+    Get {
+        #[command(flatten)]
+        ws: WsArg,
+    },
+    /// Start a workspace and wait until it runs.
+    Start {
+        #[command(flatten)]
+        ws: WsArg,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// Stop a workspace and wait until it is stopped.
+    Stop {
+        #[command(flatten)]
+        ws: WsArg,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// Restart a running workspace and wait until it runs again.
+    Restart {
+        #[command(flatten)]
+        ws: WsArg,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// Delete a workspace and all its data.
+    Rm {
+        #[command(flatten)]
+        ws: WsArg,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        /// Delete in any state (a live VM is killed); implies --yes.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Change RAM, vCPUs or disk (applies at the next start).
+    Resize {
+        #[command(flatten)]
+        ws: WsArg,
+        /// RAM in MB.
+        #[arg(long, value_name = "MB")]
+        ram: Option<i64>,
+        /// Number of vCPUs.
+        #[arg(long, value_name = "N")]
+        vcpu: Option<i64>,
+        /// Root disk in MB (grow only).
+        #[arg(long, value_name = "MB")]
+        disk: Option<i64>,
+    },
+    /// Retry the failed step of a workspace.
+    Retry {
+        #[command(flatten)]
+        ws: WsArg,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// Cancel provisioning or starting.
+    Cancel {
+        #[command(flatten)]
+        ws: WsArg,
+    },
+    /// How to connect over SSH.
+    SshInfo {
+        #[command(flatten)]
+        ws: WsArg,
+    },
+    /// Environment variables of a workspace.
+    #[command(subcommand)]
+    Env(EnvCmd),
+    /// SSH keys inside a workspace.
+    #[command(subcommand)]
+    SshKeys(WsKeysCmd),
+}
+
+/// `workspace env …`: the workspace is the first positional unless `-w` names it.
+#[derive(Subcommand, Debug)]
+pub enum EnvCmd {
+    /// Set variables: env set <WS> KEY=VALUE…
+    Set {
+        /// Workspace ID or name (instead of the first positional argument).
+        #[arg(short = 'w', long = "workspace", value_name = "WS")]
+        workspace: Option<String>,
+        /// <WS> then KEY=VALUE…
+        #[arg(required = true, value_name = "WS|KEY=VALUE")]
+        args: Vec<String>,
+    },
+    /// Remove variables: env unset <WS> KEY…
+    Unset {
+        /// Workspace ID or name (instead of the first positional argument).
+        #[arg(short = 'w', long = "workspace", value_name = "WS")]
+        workspace: Option<String>,
+        /// <WS> then KEY…
+        #[arg(required = true, value_name = "WS|KEY")]
+        args: Vec<String>,
+    },
+    /// Show one value (masked unless --reveal): env get <WS> KEY
+    Get {
+        /// Workspace ID or name (instead of the first positional argument).
+        #[arg(short = 'w', long = "workspace", value_name = "WS")]
+        workspace: Option<String>,
+        /// <WS> then KEY
+        #[arg(required = true, value_name = "WS|KEY")]
+        args: Vec<String>,
+        /// Show the value instead of ********.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// List variables (values masked unless --reveal).
+    Ls {
+        #[command(flatten)]
+        ws: WsArg,
+        /// Show the values instead of ********.
+        #[arg(long)]
+        reveal: bool,
+    },
+}
+
+/// `workspace ssh-keys …`.
+#[derive(Subcommand, Debug)]
+pub enum WsKeysCmd {
+    /// Keys present in the VM, as its agent last reported them.
+    Ls {
+        #[command(flatten)]
+        ws: WsArg,
+    },
+    /// Make the agent re-apply the account's keys now.
+    Sync {
+        #[command(flatten)]
+        ws: WsArg,
+    },
+}
+
+/// `ssh-key …`.
+#[derive(Subcommand, Debug)]
+pub enum SshKeyCmd {
+    /// Add a public key [default file: ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub].
+    Add {
+        /// Key name [default: the key's comment, else <user>@<hostname>].
+        #[arg(long)]
+        name: Option<String>,
+        /// Public key file.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// List the account's SSH keys.
+    Ls,
+    /// Remove an SSH key by ID or name.
+    Rm {
+        /// Key ID or name.
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+    },
+}
+
+/// `api-key …`.
+#[derive(Subcommand, Debug)]
+pub enum ApiKeyCmd {
+    /// Create an API key (the key is shown only once).
+    Create {
+        /// Key name [default: "API key"].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the account's API keys.
+    Ls,
+    /// Revoke an API key by ID or unique name.
+    Rm {
+        /// Key ID or name.
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+    },
+}
+
+/// `api`.
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    /// GET, POST, PUT, PATCH or DELETE (any case).
+    pub method: String,
+    /// Path under /api/v1, optionally with a query string.
+    pub path: String,
+    /// JSON request body from a file, or - for stdin (not with GET).
+    #[arg(long, value_name = "FILE|-")]
+    pub body: Option<String>,
+}
+
+impl WsArg {
+    /// The workspace named, from the positional argument or `-w`; both or neither is an error.
+    pub fn resolve(&self) -> CliResult<String> {
+        match (&self.ws, &self.workspace) {
+            (Some(_), Some(_)) => Err(CliError::usage(
+                "give the workspace either as an argument or with --workspace, not both",
+            )),
+            (Some(w), None) | (None, Some(w)) => Ok(w.clone()),
+            (None, None) => Err(CliError::usage(
+                "which workspace? give its name or ID (or --workspace)",
+            )),
+        }
+    }
+
+    /// Whether any workspace was named.
+    pub fn is_given(&self) -> bool {
+        self.ws.is_some() || self.workspace.is_some()
+    }
+}
+
+/// Splits `<WS> REST…` of the `env` commands, where `-w` may name the workspace instead.
+pub fn ws_and_rest(workspace: Option<&str>, args: &[String]) -> CliResult<(String, Vec<String>)> {
+    match workspace {
+        Some(w) if !args.is_empty() => Ok((w.to_owned(), args.to_vec())),
+        None => match args.split_first() {
+            Some((w, rest)) if !rest.is_empty() => Ok((w.clone(), rest.to_vec())),
+            _ => Err(CliError::usage("give the workspace and at least one key")),
+        },
+        Some(_) => Err(CliError::usage("give at least one key")),
+    }
+}
+
+impl Cmd {
+    /// Whether the command waits or streams, so that `json` prints NDJSON events.
+    pub fn streams(&self) -> bool {
+        match self {
+            Cmd::Login(a) => !a.token && !a.import_token,
+            Cmd::Workspace(w) => match w {
+                WsCmd::Spawn { .. } => true,
+                WsCmd::New { wait, .. }
+                | WsCmd::Start { wait, .. }
+                | WsCmd::Stop { wait, .. }
+                | WsCmd::Restart { wait, .. }
+                | WsCmd::Retry { wait, .. } => !wait.no_wait,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rig").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn aliases_and_globals() {
+        let c = parse(&[
+            "ws",
+            "ls",
+            "--output",
+            "json",
+            "--query",
+            "items[].id",
+            "-v",
+        ])
+        .expect("parses");
+        assert!(matches!(c.cmd, Cmd::Workspace(WsCmd::Ls { status: None })));
+        assert_eq!(c.output, Some(Format::Json));
+        assert!(c.verbose);
+        assert!(matches!(
+            parse(&["template", "ls"]).expect("alias").cmd,
+            Cmd::Templates(TemplatesCmd::Ls)
+        ));
+        assert!(parse(&["ws", "ls", "--output", "xml"]).is_err());
+    }
+
+    #[test]
+    fn streaming_commands() {
+        let s = |a: &[&str]| parse(a).expect("parses").cmd.streams();
+        assert!(s(&["login"]));
+        assert!(!s(&["login", "--token"]));
+        assert!(s(&["ws", "spawn", "--name", "a"]));
+        assert!(s(&["ws", "new", "--name", "a"]));
+        assert!(!s(&["ws", "new", "--name", "a", "--no-wait"]));
+        assert!(s(&["ws", "stop", "a"]));
+        assert!(!s(&["ws", "stop", "a", "--no-wait"]));
+        assert!(!s(&["ws", "get", "a"]));
+    }
+
+    #[test]
+    fn flag_conflicts_are_parse_errors() {
+        assert!(parse(&["login", "--token", "--import-token"]).is_err());
+        assert!(parse(&["ws", "new"]).is_err(), "--name is required");
+        assert!(parse(&["ws", "env", "set"]).is_err());
+        assert!(
+            parse(&["app", "ls"]).is_err(),
+            "apps are not part of this binary yet"
+        );
+        assert!(parse(&["credits"]).is_err());
+    }
+
+    #[test]
+    fn workspace_positional_or_flag() {
+        let ws = |a: Option<&str>, b: Option<&str>| WsArg {
+            ws: a.map(str::to_owned),
+            workspace: b.map(str::to_owned),
+        };
+        assert_eq!(ws(Some("a"), None).resolve().expect("pos"), "a");
+        assert_eq!(ws(None, Some("b")).resolve().expect("flag"), "b");
+        assert_eq!(
+            ws(Some("a"), Some("b")).resolve().expect_err("both").exit,
+            1
+        );
+        assert_eq!(ws(None, None).resolve().expect_err("none").exit, 1);
+        let c = parse(&["ws", "get", "-w", "x"]).expect("parses");
+        let Cmd::Workspace(WsCmd::Get { ws }) = c.cmd else {
+            panic!("parsed as something else")
+        };
+        assert_eq!(ws.resolve().expect("flag"), "x");
+    }
+
+    #[test]
+    fn env_args_split() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ws_and_rest(None, &v(&["box", "A=1", "B=2"])).expect("ok"),
+            ("box".to_owned(), v(&["A=1", "B=2"]))
+        );
+        assert_eq!(
+            ws_and_rest(Some("box"), &v(&["A=1"])).expect("ok"),
+            ("box".to_owned(), v(&["A=1"]))
+        );
+        assert!(ws_and_rest(None, &v(&["box"])).is_err());
+        assert!(ws_and_rest(Some("box"), &v(&[])).is_err());
+    }
+}
