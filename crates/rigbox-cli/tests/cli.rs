@@ -740,9 +740,14 @@ fn invoked_as_rigbox() {
     );
 }
 
-/// A stand-in for the node bridge: answers `/rig/v1/whoami` and `/rig/v1/workspace`, 404
-/// otherwise, and records the paths asked for.
-async fn fake_bridge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// What a fake server answers: status line, extra headers, JSON body.
+type Answer = (&'static str, Vec<(&'static str, String)>, Value);
+
+/// A tiny HTTP/1.1 server on a free port: answers every request with `handler(request line
+/// path, n-th request)` and records `"<path> auth=<bool>"` for each request.
+async fn fake_server(
+    handler: impl Fn(&str, usize) -> Answer + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -750,46 +755,163 @@ async fn fake_bridge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
+    let handler = std::sync::Arc::new(handler);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let log = log.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = req.split_whitespace().nth(1).unwrap_or_default().to_owned();
                 let auth = req.to_ascii_lowercase().contains("authorization:");
-                log.lock()
-                    .expect("lock")
-                    .push(format!("{path} auth={auth}"));
-                let (status, body) = match path.as_str() {
-                    "/rig/v1/whoami" => (
-                        "200 OK",
-                        json!({"auth_method": "workspace_ip",
-                        "workspace_id": "ws-abcd1234", "workspace_name": "inside",
-                        "owner_email": "o@example.com", "region": "local"}),
-                    ),
-                    "/rig/v1/workspace" => (
-                        "200 OK",
-                        json!({"id": "ws-abcd1234",
-                        "name": "inside", "status": "running", "apps": []}),
-                    ),
-                    _ => (
-                        "404 Not Found",
-                        json!({"error": {"code": "not_found",
-                        "message": "no such route", "details": {}}}),
-                    ),
+                let nth = {
+                    let mut l = log.lock().expect("lock");
+                    l.push(format!("{path} auth={auth}"));
+                    l.len()
                 };
+                let (status, headers, body) = handler(&path, nth);
                 let body = body.to_string();
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                let mut resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
                     body.len()
                 );
+                for (k, v) in headers {
+                    resp.push_str(&format!("{k}: {v}\r\n"));
+                }
+                resp.push_str("\r\n");
+                resp.push_str(&body);
                 let _ = s.write_all(resp.as_bytes()).await;
             });
         }
     });
     (url, seen)
+}
+
+fn not_found() -> Answer {
+    (
+        "404 Not Found",
+        vec![],
+        json!({"error": {"code": "not_found", "message": "no such route", "details": {}}}),
+    )
+}
+
+/// A stand-in for the node bridge: answers `/rig/v1/whoami` and `/rig/v1/workspace`.
+async fn fake_bridge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    fake_server(|path, _| match path {
+        "/rig/v1/whoami" => (
+            "200 OK",
+            vec![],
+            json!({"auth_method": "workspace_ip", "workspace_id": "ws-abcd1234",
+                   "workspace_name": "inside", "owner_email": "o@example.com", "region": "local"}),
+        ),
+        "/rig/v1/workspace" => (
+            "200 OK",
+            vec![],
+            json!({"id": "ws-abcd1234", "name": "inside", "status": "running", "apps": []}),
+        ),
+        _ => not_found(),
+    })
+    .await
+}
+
+/// Runs rig in local mode against a fake API with a key, off the async runtime.
+async fn rig_against(url: &str, args: &[&str]) -> (Output, std::time::Duration) {
+    let url = url.to_owned();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().expect("dir");
+        let start = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_rig"))
+            .args(&args)
+            .env("RIGBOX_MODE", "local")
+            .env("RIGBOX_API_URL", &url)
+            .env("RIGBOX_API_KEY", "rb_fake")
+            .env("XDG_CONFIG_HOME", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("rig runs");
+        (out, start.elapsed())
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_three_times_then_exit_5() {
+    let limited = || -> Answer {
+        (
+            "429 Too Many Requests",
+            vec![("retry-after", "1".to_owned())],
+            json!({"error": {"code": "rate_limited", "message": "Slow down.",
+                   "details": {"class": "auth", "limit_per_minute": 120, "retry_after_seconds": 1}}}),
+        )
+    };
+    let (url, seen) = fake_server(move |_, _| limited()).await;
+    let (out, took) = rig_against(&url, &["whoami", "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let e: Value = serde_json::from_slice(&out.stderr).expect("json error");
+    assert_eq!(e["error"]["code"], "rate_limited");
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        4,
+        "one try and three retries"
+    );
+    assert!(took >= std::time::Duration::from_secs(3), "{took:?}");
+
+    // A 429 that clears up is invisible to the user.
+    let (url, _) = fake_server(move |_, n| {
+        if n == 1 {
+            limited()
+        } else {
+            (
+                "200 OK",
+                vec![],
+                json!({"id": "usr-1", "email": "a@b.c", "plan": "free"}),
+            )
+        }
+    })
+    .await;
+    let (out, _) = rig_against(&url, &["whoami", "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["email"], "a@b.c");
+}
+
+#[tokio::test]
+async fn lists_follow_next_cursor_to_the_end() {
+    let (url, seen) = fake_server(|path, _| {
+        if path.starts_with("/api/v1/ssh-keys") && path.contains("cursor=page%202") {
+            (
+                "200 OK",
+                vec![],
+                json!({"items": [{"id": "k3", "name": "c"}], "next_cursor": null}),
+            )
+        } else if path.starts_with("/api/v1/ssh-keys") {
+            (
+                "200 OK",
+                vec![],
+                json!({"items": [{"id": "k1", "name": "a"}, {"id": "k2", "name": "b"}],
+                       "next_cursor": "page 2"}),
+            )
+        } else {
+            not_found()
+        }
+    })
+    .await;
+    let (out, _) = rig_against(&url, &["ssh-key", "ls", "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v,
+        json!({"items": [{"id": "k1", "name": "a"}, {"id": "k2", "name": "b"},
+                                   {"id": "k3", "name": "c"}]})
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 2);
+    // A name resolves across pages; an unknown one exits 3.
+    let (out, _) = rig_against(&url, &["ssh-key", "rm", "zz"]).await;
+    assert_eq!(out.status.code(), Some(3));
 }
 
 #[tokio::test]

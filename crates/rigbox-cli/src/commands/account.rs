@@ -90,10 +90,11 @@ pub async fn login_device(ctx: &Ctx, no_browser: bool) -> CliResult<Out> {
         json!({"code": s.code, "user_code": s.user_code,
                "verification_url": s.verification_url, "expires_at": s.expires_at}),
     )?;
-    p.note(&format!(
+    // On stderr in every format: without it nobody can approve (NDJSON has it on stdout too).
+    eprintln!(
         "To sign in, open this URL in a browser:\n\n    {}\n\nand check that it shows the code {}\n",
         s.verification_url, s.user_code
-    ));
+    );
     if !no_browser {
         open_browser(&s.verification_url);
     }
