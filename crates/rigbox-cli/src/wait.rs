@@ -65,6 +65,10 @@ impl Wait<'_> {
         let start = Instant::now();
         let spinner = (!self.printer.ndjson() && stderr_tty()).then(|| {
             let s = indicatif::ProgressBar::new_spinner();
+            s.set_message(match last {
+                Some(st) => format!("{ws_id} is {st}"),
+                None => format!("waiting for {ws_id}"),
+            });
             s.enable_steady_tick(Duration::from_millis(120));
             s
         });

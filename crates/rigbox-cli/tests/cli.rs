@@ -432,6 +432,18 @@ async fn failed_start_prints_the_failure_and_retry_hint() {
         msg.contains("boot_failed") && msg.contains("rig workspace retry broken"),
         "{msg}"
     );
+    // get shows the failure block with the hint; a human wait failure goes to stderr.
+    let out = rig.run(&["ws", "get", "broken"]);
+    assert!(stdout(&out).contains("Failure:"), "{}", stdout(&out));
+    let out = rig.run(&["ws", "retry", "broken"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: workspace broken failed"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, w, _) = rig.json(&["ws", "get", "broken"]);
+    assert_eq!(w["failure"]["attempts"], 2);
 }
 
 #[tokio::test]
