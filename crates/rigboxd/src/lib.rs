@@ -63,7 +63,10 @@ pub fn gateway_host_key(data_dir: &Path) -> anyhow::Result<String> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         key
     };
-    Ok(key.public_key().fingerprint(ssh_key::HashAlg::Sha256).to_string())
+    Ok(key
+        .public_key()
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string())
 }
 
 /// The control-plane configuration with the top-level flags applied.
