@@ -57,7 +57,7 @@ pub struct Node {
     config: NodeConfig,
     vmm: Arc<dyn Vmm>,
     leases: Mutex<Leases>,
-    /// Workspaces with an operation in flight, by the generation it serves.
+    /// Workspaces with an operation in flight (the loop skips them until it ends).
     inflight: Mutex<HashSet<WorkspaceId>>,
     /// The last report sent per workspace, so unchanged observations are not re-sent.
     reported: Mutex<HashMap<WorkspaceId, Report>>,

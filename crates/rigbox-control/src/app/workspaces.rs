@@ -758,7 +758,8 @@ impl App {
     /// The configuration a workspace's agent applies.
     pub async fn guest_config_of(&self, row: &WorkspaceRow) -> ApiResult<GuestConfig> {
         Ok(GuestConfig {
-            revision: row.env_updated_at.max(self.now()),
+            // Env vars and account keys change independently; the push time orders both.
+            revision: self.now(),
             env_vars: self.store.env_vars(self.store.pool(), &row.id).await?,
             ssh_keys: self.guest_keys(&row.user_id).await?,
         })
