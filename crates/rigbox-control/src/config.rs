@@ -35,6 +35,9 @@ pub struct ControlConfig {
     pub ssh_port: u16,
     /// `SHA256:` fingerprints of the gateway host keys (published by ssh-info).
     pub ssh_host_key_fingerprints: Vec<String>,
+    /// OpenSSH public key lines the SSH gateway authenticates to VMs with (written into every
+    /// guest's `/etc/rigbox/ssh/gateway_authorized_keys`).
+    pub gateway_authorized_keys: Vec<String>,
     /// Console session cookie gets `Secure` (off only for plain-HTTP local runs).
     pub secure_cookies: bool,
 }
@@ -154,6 +157,7 @@ impl Default for ControlConfig {
             max_body_bytes: 1024 * 1024,
             ssh_port: 2222,
             ssh_host_key_fingerprints: Vec::new(),
+            gateway_authorized_keys: Vec::new(),
             secure_cookies: true,
         }
     }

@@ -317,11 +317,14 @@ impl Node {
                 VmState::Running {
                     booted: true, ip, ..
                 } => {
-                    // Running means the agent applied the current configuration.
-                    let cfg = link.guest_config(ws).await.ok()?;
-                    self.vmm
-                        .apply_guest_config(ws, &cfg, Duration::from_secs(1))
-                        .await?;
+                    // Running means the agent applied the current configuration; a real
+                    // agent's ready report already confirms one, a bare boot needs a push.
+                    if self.vmm.guest_ack(ws).await.is_none() {
+                        let cfg = link.guest_config(ws).await.ok()?;
+                        self.vmm
+                            .apply_guest_config(ws, &cfg, Duration::from_secs(1))
+                            .await?;
+                    }
                     Some(Observed::Ready { ip: ip.to_string() })
                 }
                 VmState::Running { .. } => None,

@@ -333,7 +333,11 @@ impl Vmm for SimVmm {
         }
         let ack = GuestAck {
             revision: config.revision,
-            ssh_keys: config.ssh_keys.clone(),
+            ssh_keys: config
+                .authorized_keys
+                .iter()
+                .filter_map(|line| rigbox_types::agent::ReportedKey::of_line(line))
+                .collect(),
             at: rigbox_types::time_fmt::now_micros(),
         };
         self.update(ws, |m| m.get_mut(ws).map(|d| d.ack = Some(ack.clone())));

@@ -3,6 +3,7 @@
 //! node. This crate does no I/O and depends on no other Rigbox crate, so every role (and the
 //! `rig` CLI) can speak the same types.
 
+pub mod agent;
 pub mod api;
 pub mod error;
 pub mod ids;

@@ -139,19 +139,15 @@ pub struct GuestKey {
     pub comment: String,
 }
 
-/// The configuration the guest agent applies (env vars and account keys), with a revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestConfig {
-    pub revision: i64,
-    pub env_vars: std::collections::BTreeMap<String, String>,
-    pub ssh_keys: Vec<GuestKey>,
-}
+/// The configuration the guest agent applies: the body of `/rig/v1/agent/config`.
+pub type GuestConfig = crate::agent::AgentConfig;
 
 /// What the guest agent last confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestAck {
     pub revision: i64,
-    pub ssh_keys: Vec<GuestKey>,
+    /// The keys the agent found in the managed block of `authorized_keys`.
+    pub ssh_keys: Vec<crate::agent::ReportedKey>,
     /// Unix microseconds.
     pub at: i64,
 }

@@ -6,6 +6,7 @@
 use super::auth::Principal;
 use super::{page_params, ApiError, ApiResult, App};
 use crate::store::{StoreError, UsageRow, WorkspaceRow};
+use rigbox_types::agent::{EnvVar, WorkspaceMeta, BRIDGE_URL};
 use rigbox_types::api::{
     CreateWorkspaceRequest, EnvPatched, EnvVars, Failure, Limits, List, ResizeRequest, SshInfo,
     SshKeySync, Template, Workspace, WorkspaceSshKey, WorkspaceSshKeys, WorkspaceStatus as S,
@@ -755,13 +756,39 @@ impl App {
         })
     }
 
-    /// The configuration a workspace's agent applies.
+    /// The configuration a workspace's agent applies (`/rig/v1/agent/config`).
     pub async fn guest_config_of(&self, row: &WorkspaceRow) -> ApiResult<GuestConfig> {
+        let owner = self.store.user_by_id(&row.user_id).await?;
+        let user_env = self.store.env_vars(self.store.pool(), &row.id).await?;
         Ok(GuestConfig {
             // Env vars and account keys change independently; the push time orders both.
             revision: self.now(),
-            env_vars: self.store.env_vars(self.store.pool(), &row.id).await?,
-            ssh_keys: self.guest_keys(&row.user_id).await?,
+            workspace: WorkspaceMeta {
+                schema_version: 1,
+                workspace_id: row.id.clone(),
+                name: row.name.clone(),
+                owner_email: owner.map(|u| u.email).unwrap_or_default(),
+                region: row.region.clone(),
+                node_id: row.node_id.clone(),
+                bridge_url: BRIDGE_URL.to_owned(),
+                created_at: from_micros(row.created_at),
+            },
+            hostname: row.name.clone(),
+            authorized_keys: self
+                .guest_keys(&row.user_id)
+                .await?
+                .into_iter()
+                .map(|k| k.line)
+                .collect(),
+            gateway_authorized_keys: self.config.gateway_authorized_keys.clone(),
+            // Platform variables (the managed AI pair) come first once the AI proxy exists.
+            env: user_env
+                .into_iter()
+                .map(|(key, value)| EnvVar { key, value })
+                .collect(),
+            proxy_env: Vec::new(),
+            volumes: Vec::new(),
+            requests: Vec::new(),
         })
     }
 
