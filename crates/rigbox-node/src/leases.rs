@@ -52,6 +52,11 @@ impl Leases {
         self.by_ws.get(ws).copied()
     }
 
+    /// The workspace holding `ip`, if any (the bridge's caller identity).
+    pub fn owner(&self, ip: Ipv4Addr) -> Option<&WorkspaceId> {
+        self.by_ws.iter().find(|(_, v)| **v == ip).map(|(k, _)| k)
+    }
+
     pub fn count(&self) -> usize {
         self.by_ws.len()
     }

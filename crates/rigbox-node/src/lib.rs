@@ -8,7 +8,9 @@
 //! the same trait.
 
 pub mod leases;
+pub mod net;
 pub mod node;
+
 pub mod sim;
 pub mod vmm;
 

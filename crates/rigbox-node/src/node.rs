@@ -99,6 +99,16 @@ impl Node {
         &self.vmm
     }
 
+    /// The workspace whose running VM holds `ip` on this node's bridge.
+    pub fn workspace_at(&self, ip: std::net::Ipv4Addr) -> Option<WorkspaceId> {
+        self.leases().owner(ip).cloned()
+    }
+
+    /// The bridge address of the workspace's running VM.
+    pub fn lease_of(&self, ws: &WorkspaceId) -> Option<std::net::Ipv4Addr> {
+        self.leases().held(ws)
+    }
+
     fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -229,6 +229,9 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     api_url: String,
     cfg_path: PathBuf,
+    vmm: &'static str,
+    /// The node namespace of a QEMU daemon (removed on drop, with its VMs).
+    netns: Option<String>,
 }
 
 /// Path of a binary built from this workspace (`target/debug/<name>`, or `$CARGO_TARGET_DIR`).
@@ -262,23 +265,68 @@ impl Daemon {
             format!("{base}{toml}")
         };
         std::fs::write(&cfg_path, text)?;
-        let child = Self::spawn(&cfg_path, &dir.path().join("data"), 0)?;
+        let child = Self::spawn("sim", &cfg_path, &dir.path().join("data"), 0)?;
         let mut d = Self {
             child,
             dir,
             api_url: String::new(),
             cfg_path,
+            vmm: "sim",
+            netns: None,
         };
         d.wait_ready().await?;
         Ok(d)
     }
 
-    fn spawn(cfg_path: &Path, data: &Path, port: u16) -> std::io::Result<Child> {
+    /// Starts `rigboxd up --vmm qemu` with real VMs, in a node namespace of its own, with extra
+    /// TOML under `[node]`. The guest kernel and image must have been built
+    /// (`rigboxd image build base`).
+    pub async fn start_qemu(node_toml: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let cfg_path = dir.path().join("rigboxd.toml");
+        let netns = format!(
+            "rbxt-{}",
+            rigbox_types::WorkspaceId::generate()
+                .as_str()
+                .trim_start_matches("ws-")
+        );
+        std::fs::write(
+            &cfg_path,
+            format!("[node]\nnetns = \"{netns}\"\nstop_grace_secs = 20\n{node_toml}\n"),
+        )?;
+        let child = Self::spawn("qemu", &cfg_path, &dir.path().join("data"), 0)?;
+        let mut d = Self {
+            child,
+            dir,
+            api_url: String::new(),
+            cfg_path,
+            vmm: "qemu",
+            netns: Some(netns),
+        };
+        d.wait_ready().await?;
+        Ok(d)
+    }
+
+    /// The node namespace of a QEMU daemon.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    /// What rigboxd wrote to stderr so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rigboxd.log")).unwrap_or_default()
+    }
+
+    fn spawn(vmm: &str, cfg_path: &Path, data: &Path, port: u16) -> std::io::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(cfg_path.with_file_name("rigboxd.log"))?;
         Command::new(workspace_bin("rigboxd"))
             .args([
                 "up",
                 "--vmm",
-                "sim",
+                vmm,
                 "--tls",
                 "off",
                 "--ssh-port",
@@ -292,10 +340,10 @@ impl Daemon {
             .arg(cfg_path)
             .arg("--data-dir")
             .arg(data)
-            .env("RIGBOX_LOG", "warn")
+            .env("RIGBOX_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
     }
 
@@ -312,7 +360,7 @@ impl Daemon {
             .unwrap_or(0);
         // SIGKILL leaves the readiness file behind; the new process rewrites it.
         let _ = std::fs::remove_file(self.data_dir().join("ready.json"));
-        self.child = Self::spawn(&self.cfg_path, &self.data_dir(), port)?;
+        self.child = Self::spawn(self.vmm, &self.cfg_path, &self.data_dir(), port)?;
         self.wait_ready().await
     }
 
@@ -331,8 +379,9 @@ impl Daemon {
                 anyhow::bail!("rigboxd exited before it was ready: {status}");
             }
             anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(30),
-                "rigboxd not ready within 30 s"
+                start.elapsed() < Duration::from_secs(60),
+                "rigboxd not ready within 60 s:\n{}",
+                d.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -395,9 +444,39 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// PIDs of the QEMU processes of this daemon's VMs (from the driver's state files).
+    pub fn vm_pids(&self) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir(self.data_dir().join("vms")) else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(pid) = v["vm"]["pid"].as_i64() {
+                out.push((e.file_name().to_string_lossy().into_owned(), pid as i32));
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // VMs outlive rigboxd by design; a test's VMs and namespace must not outlive the test.
+        for (_, pid) in self.vm_pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        if let Some(ns) = &self.netns {
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
     }
 }

@@ -59,6 +59,27 @@ pub struct NodeFileConfig {
     /// MiB of memory for VMs; default 80% of the host's.
     pub memory_mb: Option<i64>,
     pub stop_grace_secs: u64,
+    /// The node's network namespace; default `rigbox-<node_id>`.
+    pub netns: Option<String>,
+    /// Resolvers handed to guests (`vm_dns_servers`); none by default (outbound is off).
+    pub vm_dns_servers: Vec<std::net::Ipv4Addr>,
+    /// QEMU binary.
+    pub qemu_bin: PathBuf,
+    /// TCG translation cache per VM in MiB (bounds QEMU's memory under TCG).
+    pub tb_size_mb: u32,
+    /// Guest kernel; default: the one `rigboxd image build` made for this version.
+    pub kernel: Option<PathBuf>,
+    /// Base image per template image name; default: the ones `rigboxd image build` made.
+    pub images: std::collections::BTreeMap<String, PathBuf>,
+}
+
+impl NodeFileConfig {
+    /// The node's network namespace name.
+    pub fn netns(&self) -> String {
+        self.netns
+            .clone()
+            .unwrap_or_else(|| format!("rigbox-{}", self.node_id))
+    }
 }
 
 impl Default for NodeFileConfig {
@@ -68,6 +89,12 @@ impl Default for NodeFileConfig {
             max_running_vms: 253,
             memory_mb: None,
             stop_grace_secs: 30,
+            netns: None,
+            vm_dns_servers: Vec::new(),
+            qemu_bin: PathBuf::from("qemu-system-x86_64"),
+            tb_size_mb: 128,
+            kernel: None,
+            images: std::collections::BTreeMap::new(),
         }
     }
 }
