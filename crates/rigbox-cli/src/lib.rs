@@ -54,6 +54,10 @@ fn command(mode: &Mode, bin: &str) -> clap::Command {
 /// Runs the CLI with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // The guest agent is a service of the VM, not a user command: it bypasses mode detection.
+    if args.get(1).is_some_and(|a| a == "agent") {
+        return commands::agent::main(args.into_iter().skip(1));
+    }
     let bin = BIN_NAME.get_or_init(|| invoked_name(args.first())).as_str();
     let mode = mode::detect();
     let cmd = command(&mode, bin);

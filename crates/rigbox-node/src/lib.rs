@@ -7,10 +7,14 @@
 //! Drivers: [`sim::SimVmm`] (no VMs, for development and fast tests); the QEMU driver plugs into
 //! the same trait.
 
+pub mod bridge;
+pub mod guest;
+pub mod image;
+pub mod ingress;
 pub mod leases;
 pub mod net;
 pub mod node;
-
+pub mod qemu;
 pub mod sim;
 pub mod vmm;
 

@@ -170,6 +170,18 @@ impl Net {
         Ok(net)
     }
 
+    /// Opens an existing namespace without touching it (tools beside a running node).
+    pub fn open(name: &str) -> Result<Self, NetError> {
+        let ns = File::open(ns_path(name)).map_err(|source| NetError::Namespace {
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            ns,
+        })
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -64,7 +64,16 @@ impl FakeVm {
         ]);
         let mac = rigbox_node::leases::Leases::mac(ip);
         sh(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
-        sh(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
         sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         Self { ns, ip }
@@ -134,9 +143,16 @@ async fn bridge_rules_isolate_vms_and_admit_only_the_bridge_service() {
     let accept = tokio::time::timeout(Duration::from_secs(3), bridge.accept()).await;
     let (to_bridge, to_other_port, to_other_vm) = checks.await.expect("checks");
     assert!(to_bridge, "a VM reaches 172.16.0.1:9090");
-    assert!(accept.is_ok(), "the bridge service sees the VM's connection");
+    assert!(
+        accept.is_ok(),
+        "the bridge service sees the VM's connection"
+    );
     let (_, peer) = accept.expect("accepted").expect("accept");
-    assert_eq!(peer.ip(), std::net::IpAddr::V4(a.ip), "source IP is the VM's lease");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(a.ip),
+        "source IP is the VM's lease"
+    );
     assert!(!to_other_port, "no other port of the node is reachable");
     assert!(!to_other_vm, "VM A cannot reach VM B");
     drop(other);
@@ -150,15 +166,42 @@ async fn bridge_rules_isolate_vms_and_admit_only_the_bridge_service() {
 
     // A VM that takes another address is cut off; so is one that changes its MAC.
     sh(&["ip", "-n", &a.ns, "addr", "flush", "dev", "eth0"]);
-    sh(&["ip", "-n", &a.ns, "addr", "add", "172.16.0.77/24", "dev", "eth0"]);
+    sh(&[
+        "ip",
+        "-n",
+        &a.ns,
+        "addr",
+        "add",
+        "172.16.0.77/24",
+        "dev",
+        "eth0",
+    ]);
     let a_ns = a.ns.clone();
     let spoofed_ip = tokio::task::spawn_blocking(move || reaches(&a_ns, bridge_addr))
         .await
         .expect("spoof ip");
     assert!(!spoofed_ip, "a VM with a foreign IP is dropped");
     sh(&["ip", "-n", &a.ns, "addr", "flush", "dev", "eth0"]);
-    sh(&["ip", "-n", &a.ns, "addr", "add", &format!("{}/24", a.ip), "dev", "eth0"]);
-    sh(&["ip", "-n", &a.ns, "link", "set", "eth0", "address", "52:54:00:aa:bb:cc"]);
+    sh(&[
+        "ip",
+        "-n",
+        &a.ns,
+        "addr",
+        "add",
+        &format!("{}/24", a.ip),
+        "dev",
+        "eth0",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &a.ns,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "52:54:00:aa:bb:cc",
+    ]);
     let a_ns = a.ns.clone();
     let spoofed_mac = tokio::task::spawn_blocking(move || reaches(&a_ns, bridge_addr))
         .await
@@ -166,7 +209,8 @@ async fn bridge_rules_isolate_vms_and_admit_only_the_bridge_service() {
     assert!(!spoofed_mac, "a VM with a foreign MAC is dropped");
 
     // Detaching withdraws the lease: B's admission is gone with its tap.
-    net.detach(b.ip, &rigbox_node::leases::Leases::mac(b.ip)).await;
+    net.detach(b.ip, &rigbox_node::leases::Leases::mac(b.ip))
+        .await;
     drop((a, b));
     net.teardown().await.expect("teardown");
 }

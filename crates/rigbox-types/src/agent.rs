@@ -110,3 +110,48 @@ mod tests {
         assert!(ReportedKey::of_line("not a key").is_none());
     }
 }
+
+/// Who is calling the bridge: resolved by the node from the TCP source address of the request
+/// and its active leases, never from anything the caller sent. Handed to the handlers of
+/// `/rig/v1` as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeCaller {
+    pub workspace_id: crate::WorkspaceId,
+    pub node_id: String,
+    pub ip: std::net::Ipv4Addr,
+}
+
+/// `GET /rig/v1/whoami`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    /// Always `workspace_ip`: the network position is the identity.
+    pub auth_method: String,
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub owner_email: String,
+    pub region: String,
+    pub node_id: String,
+    pub ip_address: String,
+}
+
+/// `GET /rig/v1/workspace`: the calling workspace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BridgeWorkspace {
+    pub id: String,
+    pub name: String,
+    pub status: crate::api::WorkspaceStatus,
+    pub template_id: String,
+    pub region: String,
+    pub node_id: String,
+    pub ip_address: Option<String>,
+    pub ram_mb: i64,
+    pub vcpu_count: i64,
+    pub disk_size_mb: i64,
+    pub ssh: crate::api::SshInfo,
+    /// `managed` (the platform's AI proxy) or `byok`.
+    pub ai_mode: String,
+    /// This workspace's apps.
+    pub apps: Vec<serde_json::Value>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+}

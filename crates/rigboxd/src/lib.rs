@@ -11,9 +11,13 @@ use anyhow::Context;
 use config::{Config, Role, TlsMode, VmmKind};
 use rigbox_control::app::lifecycle::LocalLink;
 use rigbox_control::{App, Store};
-use rigbox_node::{Node, NodeConfig, SimVmm};
+use rigbox_node::bridge::BridgeState;
+use rigbox_node::guest::GuestChannel;
+use rigbox_node::net::{Net, BRIDGE_IP, BRIDGE_PORT};
+use rigbox_node::qemu::{QemuConfig, QemuVmm};
+use rigbox_node::{Node, NodeConfig, SimVmm, Vmm};
 use rigbox_types::node::{ControlLink, NodeHandle};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +73,78 @@ pub fn gateway_host_key(data_dir: &Path) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// The key the SSH gateway signs in to VMs with, generated on first start; returns its public
+/// OpenSSH line (written into every guest's `gateway_authorized_keys`).
+pub fn gateway_client_key(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir.join("ssh");
+    private_dir(&dir)?;
+    let path = dir.join("gateway_client_ed25519");
+    let key = if path.exists() {
+        ssh_key::PrivateKey::read_openssh_file(&path)
+            .with_context(|| format!("cannot read the gateway client key {}", path.display()))?
+    } else {
+        let mut key =
+            ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+                .context("cannot generate the gateway client key")?;
+        key.set_comment("rigbox-gateway");
+        key.write_openssh_file(&path, ssh_key::LineEnding::LF)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        key
+    };
+    key.public_key()
+        .to_openssh()
+        .context("cannot encode the gateway client key")
+}
+
+/// The accelerator `--accel` resolves to on this host.
+pub fn resolve_accel(a: config::Accel) -> rigbox_node::qemu::Accel {
+    match a {
+        config::Accel::Kvm => rigbox_node::qemu::Accel::Kvm,
+        config::Accel::Tcg => rigbox_node::qemu::Accel::Tcg,
+        config::Accel::Auto if check::kvm_usable() => rigbox_node::qemu::Accel::Kvm,
+        config::Accel::Auto => rigbox_node::qemu::Accel::Tcg,
+    }
+}
+
+/// The QEMU driver's settings: the kernel and images from the config, else the artefacts
+/// `rigboxd image build` made for this version.
+pub fn qemu_config(cfg: &Config, data_dir: &Path) -> anyhow::Result<QemuConfig> {
+    anyhow::ensure!(
+        cfg.vm_outbound == config::Outbound::Off,
+        "--vm-outbound nat is not available in this release; VMs have no outbound access"
+    );
+    let mut images = cfg.node.images.clone();
+    let mut kernel = cfg.node.kernel.clone();
+    for template in ["base", "dev"] {
+        if images.contains_key(template) && kernel.is_some() {
+            continue;
+        }
+        if let Some(a) = image_artefacts(template) {
+            images.entry(template.to_owned()).or_insert(a.image);
+            kernel.get_or_insert(a.kernel);
+        }
+    }
+    let kernel = kernel
+        .ok_or_else(|| anyhow::anyhow!("no guest kernel: run `rigboxd image build base` first"))?;
+    Ok(QemuConfig {
+        state_dir: data_dir.join("vms"),
+        kernel,
+        images,
+        accel: resolve_accel(cfg.accel),
+        qemu_bin: cfg.node.qemu_bin.clone(),
+        tb_size_mb: cfg.node.tb_size_mb,
+        dns: cfg.node.vm_dns_servers.clone(),
+    })
+}
+
+/// The artefacts of `template` built for this version, if they exist.
+pub fn image_artefacts(template: &str) -> Option<rigbox_node::image::Artefacts> {
+    let rig = rigbox_node::image::rig_binary().ok()?;
+    rigbox_node::image::locate(template, &rig)
+}
+
 /// The control-plane configuration with the top-level flags applied.
 pub fn control_config(cfg: &Config, public_url: &str) -> rigbox_control::ControlConfig {
     let mut c = cfg.control.clone();
@@ -88,10 +164,15 @@ pub struct Platform {
     pub app: Arc<App>,
     pub node: Arc<Node>,
     pub sim: Option<Arc<SimVmm>>,
+    /// The node network (QEMU driver only).
+    pub net: Option<Arc<Net>>,
+    /// Node ingress: how the edge and the SSH gateway open streams to VM ports (QEMU only).
+    pub ingress: Option<rigbox_node::ingress::Ingress>,
     pub http_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub vmm: VmmKind,
     link: Arc<dyn ControlLink>,
+    bridge: Option<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     node_task: tokio::task::JoinHandle<()>,
     background: tokio::task::JoinHandle<()>,
@@ -121,19 +202,36 @@ impl Platform {
         let public_url = format!("http://{http_addr}");
         let mut control = control_config(cfg, &public_url);
         control.ssh_host_key_fingerprints = vec![gateway_host_key(&data_dir)?];
+        control.gateway_authorized_keys = vec![gateway_client_key(&data_dir)?];
         control
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
 
-        // The node role. The QEMU driver plugs in here; until then `sim` stands in.
-        let sim = Arc::new(SimVmm::new(cfg.sim.clone(), Some(data_dir.join("sim")))?);
         let mut node_cfg = NodeConfig::for_host(&cfg.node.node_id, &cfg.region);
         node_cfg.max_running_vms = cfg.node.max_running_vms;
         if let Some(m) = cfg.node.memory_mb {
             node_cfg.memory_mb = m;
         }
         node_cfg.stop_grace = Duration::from_secs(cfg.node.stop_grace_secs);
-        let node = Node::new(node_cfg, sim.clone()).await;
+        let guest = Arc::new(GuestChannel::default());
+        let (vmm, sim, net): (Arc<dyn Vmm>, _, _) = match cfg.vmm {
+            VmmKind::Sim => {
+                let sim = Arc::new(SimVmm::new(cfg.sim.clone(), Some(data_dir.join("sim")))?);
+                (sim.clone(), Some(sim), None)
+            }
+            VmmKind::Qemu => {
+                let net = Arc::new(
+                    Net::setup(&cfg.node.netns())
+                        .await
+                        .context("cannot set up the node network")?,
+                );
+                let qemu = QemuVmm::new(qemu_config(cfg, &data_dir)?, net.clone(), guest.clone())
+                    .await
+                    .context("cannot start the QEMU driver")?;
+                (qemu, None, Some(net))
+            }
+        };
+        let node = Node::new(node_cfg, vmm).await;
 
         let app = App::new(
             store,
@@ -144,6 +242,28 @@ impl Platform {
         let link: Arc<dyn ControlLink> = Arc::new(LocalLink(app.clone()));
         let node_task = tokio::spawn(node.clone().run(link.clone()));
         let background = app.spawn_background();
+
+        // The bridge service: inside the node namespace, where VMs reach it.
+        let bridge = match &net {
+            Some(net) => {
+                let listener = net
+                    .listen(SocketAddrV4::new(BRIDGE_IP, BRIDGE_PORT))
+                    .context("cannot listen on the bridge (172.16.0.1:9090)")?;
+                let leases = node.clone();
+                let state = BridgeState {
+                    node_id: cfg.node.node_id.clone(),
+                    leases: Arc::new(move |ip| leases.workspace_at(ip)),
+                    guest: guest.clone(),
+                    link: link.clone(),
+                    upstream: Some(rigbox_control::http::rig_v1::router(app.clone())),
+                };
+                Some(tokio::spawn(rigbox_node::bridge::serve(
+                    listener,
+                    rigbox_node::bridge::router(state),
+                )))
+            }
+            None => None,
+        };
 
         let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
         let router = rigbox_control::http::router(app.clone());
@@ -158,13 +278,19 @@ impl Platform {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
+        let ingress = net
+            .clone()
+            .map(|n| rigbox_node::ingress::Ingress::new(node.clone(), n));
         Ok(Self {
             app,
             node,
-            sim: Some(sim),
+            sim,
+            ingress,
+            net,
             http_addr,
             data_dir,
-            vmm: VmmKind::Sim,
+            vmm: cfg.vmm,
+            bridge,
             link,
             server,
             node_task,
@@ -184,6 +310,9 @@ impl Platform {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         self.node.stop();
         self.node_task.abort();
+        if let Some(b) = &self.bridge {
+            b.abort();
+        }
         if stop_vms {
             self.node.stop_all_vms(&self.link).await;
         }
@@ -204,7 +333,11 @@ pub fn ready_document(cfg: &Config, p: &Platform) -> serde_json::Value {
         "base_domain": cfg.base_domain,
         "ca_cert": null,
         "vmm": match p.vmm { VmmKind::Sim => "sim", VmmKind::Qemu => "qemu" },
-        "accel": null,
+        "accel": match p.vmm {
+            VmmKind::Sim => None,
+            VmmKind::Qemu => Some(resolve_accel(cfg.accel).as_str()),
+        },
+        "netns": p.net.as_ref().map(|n| n.name().to_owned()),
         "version": VERSION,
     })
 }

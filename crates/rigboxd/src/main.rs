@@ -1,10 +1,11 @@
-//! The `rigboxd` command line: `up`, `check`, `admin`, `--version`.
+//! The `rigboxd` command line: `up`, `image build`, `check`, `admin`, `ingress`, `--version`.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rigboxd::config::{Accel, Config, Outbound, Role, TlsMode, VmmKind};
 use std::io::Read;
 use std::path::PathBuf;
+use tokio::io::AsyncWriteExt;
 
 // The store's SQLite driver copies every column value of every row; glibc's allocator serializes
 // those copies across threads (measured in bench/api), mimalloc does not.
@@ -26,6 +27,33 @@ enum Cmd {
     Check,
     /// Operator actions on the local control plane.
     Admin(AdminArgs),
+    /// Guest kernel and images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Pipe stdin/stdout to a port of a running workspace through node ingress (for tests and
+    /// debugging, e.g. `ssh -o ProxyCommand='rigboxd ingress %h 22' developer@ws-…`).
+    Ingress(IngressArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Build (or confirm cached) the guest kernel and a template's image, with progress.
+    Build {
+        #[arg(value_parser = ["base", "dev"])]
+        template: String,
+        /// Rebuild even what is cached (the debootstrap stage included).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct IngressArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Workspace ID (`ws-…`).
+    workspace: String,
+    port: u16,
 }
 
 #[derive(Args, Debug)]
@@ -199,10 +227,58 @@ fn read_password() -> anyhow::Result<String> {
     Ok(pw)
 }
 
+/// Builds a template's artefacts, showing progress: a spinner with the current step on a
+/// terminal, plain lines otherwise.
+fn build_image(template: &str, force: bool) -> anyhow::Result<rigbox_node::image::Artefacts> {
+    use std::io::IsTerminal;
+    let rig = rigbox_node::image::rig_binary()?;
+    let tty = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::new_spinner();
+    if tty {
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let started = std::time::Instant::now();
+    let mut step = String::new();
+    let r = rigbox_node::image::build(template, &rig, force, &mut |line: &str| {
+        if line.starts_with("==>") {
+            step = line.trim_start_matches("==> ").to_owned();
+            if tty {
+                bar.println(line);
+            } else {
+                eprintln!("[{:>4}s] {line}", started.elapsed().as_secs());
+            }
+        }
+        bar.set_message(format!(
+            "{step}: {}",
+            line.chars().take(60).collect::<String>()
+        ));
+    });
+    bar.finish_and_clear();
+    Ok(r?)
+}
+
 async fn up(mut cfg: Config, args: &UpArgs) -> anyhow::Result<()> {
     apply_up_flags(&mut cfg, args);
     if cfg.vmm == VmmKind::Qemu {
-        eprintln!("note: the QEMU driver is not part of this build yet; running the simulated VMM (--vmm sim): workspaces go through their whole lifecycle but no VM boots.");
+        let missing: Vec<_> = rigboxd::check::run()
+            .into_iter()
+            .filter(|i| i.required && !i.ok)
+            .collect();
+        if !missing.is_empty() {
+            for i in &missing {
+                eprintln!("missing: {} ({}); fix: {}", i.name, i.detail, i.fix);
+            }
+            anyhow::bail!("the node role needs these host prerequisites (`rigboxd check`; or run with --vmm sim)");
+        }
+        if cfg.node.kernel.is_none() && rigboxd::image_artefacts("base").is_none() {
+            eprintln!(
+                "building the guest kernel and base image (first start only; cached in {})",
+                rigbox_node::image::cache_dir().display()
+            );
+            tokio::task::spawn_blocking(|| build_image("base", false)).await??;
+        }
     }
     if cfg.tls != TlsMode::Off {
         eprintln!("note: the HTTPS edge is not part of this build yet; serving plain HTTP only.");
@@ -214,8 +290,15 @@ async fn up(mut cfg: Config, args: &UpArgs) -> anyhow::Result<()> {
     std::fs::write(&tmp, serde_json::to_vec_pretty(&ready)?)?;
     std::fs::rename(&tmp, &ready_path)?;
     let url = platform.api_url();
+    let vmm = match cfg.vmm {
+        VmmKind::Sim => "simulated VMM".to_owned(),
+        VmmKind::Qemu => format!(
+            "QEMU micro-VMs, {}",
+            rigboxd::resolve_accel(cfg.accel).as_str()
+        ),
+    };
     println!(
-        "Rigbox {} is up (simulated VMM).\n\n  Console:  {url}/\n  API:      {url}/api/v1\n  Data dir: {}\n\nCreate the first user:\n  echo 'a-long-password' | rigboxd admin --data-dir {} user create --email you@example.com\nThen sign in the CLI:\n  rig login --api-url {url}\n\nPress Ctrl-C to stop.",
+        "Rigbox {} is up ({vmm}).\n\n  Console:  {url}/\n  API:      {url}/api/v1\n  Data dir: {}\n\nCreate the first user:\n  echo 'a-long-password' | rigboxd admin --data-dir {} user create --email you@example.com\nThen sign in the CLI:\n  rig login --api-url {url}\n\nPress Ctrl-C to stop.",
         rigboxd::VERSION,
         platform.data_dir.display(),
         platform.data_dir.display(),
@@ -301,6 +384,45 @@ async fn admin(cfg: Config, cmd: AdminCmd) -> anyhow::Result<()> {
     r.map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
+/// `rigboxd ingress`: a stream to a running workspace's port through the node namespace.
+async fn ingress(cfg: Config, a: &IngressArgs) -> anyhow::Result<()> {
+    let data = cfg.data_dir();
+    let ready: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("ready.json"))
+            .context("rigboxd is not running on this data dir")?,
+    )?;
+    let ns = ready["netns"]
+        .as_str()
+        .context("this rigboxd runs no QEMU node")?;
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("vms").join(&a.workspace).join("state.json"))
+            .with_context(|| format!("no VM of {} on this node", a.workspace))?,
+    )?;
+    let ip: std::net::Ipv4Addr = state["vm"]["ip"]
+        .as_str()
+        .with_context(|| format!("{} is not running", a.workspace))?
+        .parse()?;
+    let net = rigbox_node::net::Net::open(ns)?;
+    let stream = net
+        .connect(std::net::SocketAddrV4::new(ip, a.port))
+        .await
+        .with_context(|| format!("cannot connect to {ip}:{}", a.port))?;
+    let (mut r, mut w) = stream.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut w).await;
+        let _ = w.shutdown().await;
+    };
+    let mut out = tokio::io::stdout();
+    let down = tokio::io::copy(&mut r, &mut out);
+    // The remote closing ends the pipe even while stdin stays open.
+    tokio::pin!(up, down);
+    tokio::select! {
+        d = &mut down => { d?; }
+        _ = &mut up => { down.await?; }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -334,6 +456,13 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Cmd::Admin(a) => admin(load(&a.common)?, a.cmd).await,
+            Cmd::Image(ImageCmd::Build { template, force }) => {
+                let a = tokio::task::spawn_blocking(move || build_image(&template, force)).await??;
+                println!("kernel {}  {}", a.kernel_hash, a.kernel.display());
+                println!("image  {}  {}", a.image_hash, a.image.display());
+                Ok(())
+            }
+            Cmd::Ingress(a) => ingress(load(&a.common)?, &a).await,
         }
     });
     match r {

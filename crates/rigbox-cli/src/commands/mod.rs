@@ -7,8 +7,10 @@
 //! - `keys`: `ssh-key …` and `api-key …`
 //! - `api`: the raw `api` command and `completions`
 //! - `inside`: the workspace-mode variants of whoami, status and `workspace get`
+//! - `agent`: the guest agent (`rig agent`), run by `rigbox-agent.service` in every VM
 
 pub mod account;
+pub mod agent;
 pub mod api;
 pub mod inside;
 pub mod keys;

@@ -6,7 +6,9 @@
 use super::auth::Principal;
 use super::{page_params, ApiError, ApiResult, App};
 use crate::store::{StoreError, UsageRow, WorkspaceRow};
-use rigbox_types::agent::{EnvVar, WorkspaceMeta, BRIDGE_URL};
+use rigbox_types::agent::{
+    BridgeCaller, BridgeWorkspace, EnvVar, Whoami, WorkspaceMeta, BRIDGE_URL,
+};
 use rigbox_types::api::{
     CreateWorkspaceRequest, EnvPatched, EnvVars, Failure, Limits, List, ResizeRequest, SshInfo,
     SshKeySync, Template, Workspace, WorkspaceSshKey, WorkspaceSshKeys, WorkspaceStatus as S,
@@ -753,6 +755,52 @@ impl App {
         Ok(EnvVars {
             env_vars,
             updated_at: from_micros(row.env_updated_at),
+        })
+    }
+
+    /// The workspace calling the bridge; 404 if it no longer exists.
+    async fn caller_row(&self, caller: &BridgeCaller) -> ApiResult<WorkspaceRow> {
+        self.store
+            .workspace_by_id(self.store.pool(), caller.workspace_id.as_str())
+            .await?
+            .ok_or_else(|| ApiError::not_found("workspace"))
+    }
+
+    /// `GET /rig/v1/whoami`.
+    pub async fn bridge_whoami(&self, caller: &BridgeCaller) -> ApiResult<Whoami> {
+        let row = self.caller_row(caller).await?;
+        let owner = self.store.user_by_id(&row.user_id).await?;
+        Ok(Whoami {
+            auth_method: "workspace_ip".into(),
+            workspace_id: row.id,
+            workspace_name: row.name,
+            owner_email: owner.map(|u| u.email).unwrap_or_default(),
+            region: row.region,
+            node_id: caller.node_id.clone(),
+            ip_address: caller.ip.to_string(),
+        })
+    }
+
+    /// `GET /rig/v1/workspace`.
+    pub async fn bridge_workspace(&self, caller: &BridgeCaller) -> ApiResult<BridgeWorkspace> {
+        let row = self.caller_row(caller).await?;
+        let w = self.workspace_view(&row);
+        Ok(BridgeWorkspace {
+            id: w.id,
+            name: w.name,
+            status: w.status,
+            template_id: w.template_id,
+            region: w.region,
+            node_id: w.node_id,
+            ip_address: w.ip_address,
+            ram_mb: w.ram_mb,
+            vcpu_count: w.vcpu_count,
+            disk_size_mb: w.disk_size_mb,
+            ssh: w.ssh,
+            ai_mode: "managed".into(),
+            apps: Vec::new(),
+            created_at: w.created_at,
+            started_at: w.started_at,
         })
     }
 

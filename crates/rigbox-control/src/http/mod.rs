@@ -10,6 +10,7 @@ mod keys;
 mod middleware;
 pub mod openapi;
 mod public;
+pub mod rig_v1;
 mod workspaces;
 
 use crate::app::App;

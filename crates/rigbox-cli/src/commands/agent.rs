@@ -1,0 +1,407 @@
+//! `rig agent`: the guest agent, run as root by `rigbox-agent.service` in every workspace VM
+//! (bridge-and-ai.md §4). It is the only way the platform changes files inside a running guest.
+//!
+//! It long-polls `GET /rig/v1/agent/config` on the node bridge, writes what the configuration
+//! says (workspace.json, hostname, the managed block of `authorized_keys`, the gateway key,
+//! `/etc/rigbox/env`, `~/.rigbox/proxy.env`), atomically, and confirms with
+//! `POST /rig/v1/agent/report`. After the first configuration of a boot it grows the root
+//! filesystem to the disk's size and waits for sshd before reporting `ready`, which is what
+//! moves the workspace to `running`. The bridge knows the VM by its address, so nothing here
+//! carries a credential.
+//!
+//! `--root` puts every path under another directory (tests run the agent against a temp dir;
+//! then the live-system steps, hostname, resize and the sshd wait, are skipped).
+
+use clap::Parser;
+use rigbox_types::agent::{AgentConfig, AgentReport, ReportedKey, BRIDGE_URL};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const BEGIN: &str = "# BEGIN RIGBOX MANAGED KEYS";
+const END: &str = "# END RIGBOX MANAGED KEYS";
+/// Longest long poll (the bridge caps `wait` at 30 s).
+const POLL_WAIT_SECS: u64 = 30;
+
+/// `rig agent`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rig agent",
+    about = "The Rigbox guest agent (runs in every workspace VM as rigbox-agent.service)"
+)]
+pub struct AgentArgs {
+    /// The node bridge.
+    #[arg(long, default_value = BRIDGE_URL)]
+    pub bridge_url: String,
+    /// Directory every written path is under (tests); `/` in a VM.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Apply one configuration, report, and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn log(msg: impl std::fmt::Display) {
+    eprintln!("rig agent: {msg}");
+}
+
+/// Entry point of `rig agent …`; returns the exit code.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let args = match AgentArgs::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 1 } else { 0 };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log(format!("cannot start the async runtime: {e}"));
+            return 1;
+        }
+    };
+    match rt.block_on(run(&args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            log(e);
+            1
+        }
+    }
+}
+
+/// The agent loop.
+pub async fn run(args: &AgentArgs) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(POLL_WAIT_SECS + 15))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let base = args.bridge_url.trim_end_matches('/');
+    let live = args.root == Path::new("/");
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let mut applied: i64 = 0;
+    let mut first = true;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = if first { 0 } else { POLL_WAIT_SECS };
+        let url = format!("{base}/rig/v1/agent/config?revision={applied}&wait={wait}");
+        let cfg = match http.get(&url).send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT => continue,
+            Ok(r) if r.status().is_success() => match r.json::<AgentConfig>().await {
+                Ok(c) => c,
+                Err(e) => {
+                    log(format!("unreadable configuration: {e}"));
+                    sleep_backoff(&mut backoff).await;
+                    continue;
+                }
+            },
+            Ok(r) => {
+                log(format!("bridge answered {}", r.status()));
+                sleep_backoff(&mut backoff).await;
+                continue;
+            }
+            Err(e) => {
+                log(format!("bridge unreachable: {e}"));
+                sleep_backoff(&mut backoff).await;
+                continue;
+            }
+        };
+        backoff = Duration::from_secs(1);
+        let ok = apply(&args.root, &cfg, live);
+        if first && live {
+            grow_root_filesystem();
+            wait_for_sshd(Duration::from_secs(60)).await;
+        }
+        if ok {
+            applied = cfg.revision;
+        }
+        let report = AgentReport {
+            revision: applied,
+            boot_id: boot_id.clone(),
+            ready: true,
+            authorized_keys: managed_keys(&args.root),
+            metrics: None,
+            results: None,
+        };
+        loop {
+            match http
+                .post(format!("{base}/rig/v1/agent/report"))
+                .json(&report)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => log(format!("report answered {}", r.status())),
+                Err(e) => log(format!("cannot report: {e}")),
+            }
+            sleep_backoff(&mut backoff).await;
+        }
+        backoff = Duration::from_secs(1);
+        first = false;
+        if args.once {
+            return Ok(());
+        }
+    }
+}
+
+async fn sleep_backoff(backoff: &mut Duration) {
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(30));
+}
+
+/// Owner and group of `developer` from `<root>/etc/passwd` (1000 when absent).
+fn developer_ids(root: &Path) -> (u32, u32) {
+    std::fs::read_to_string(root.join("etc/passwd"))
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&"developer") && f.len() > 3)
+                    .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+                    .flatten()
+            })
+        })
+        .unwrap_or((1000, 1000))
+}
+
+/// Writes `content` to `path` atomically (temp file in the same directory, fsync, rename) with
+/// `mode` and, when given, owner `uid:gid`.
+fn write_atomic(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.rigbox-tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
+        }
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// `'…'` quoting for sh and systemd `EnvironmentFile=`.
+fn sh_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+/// `authorized_keys` with its managed block replaced by `keys` (lines outside it kept).
+fn merge_authorized_keys(existing: &str, keys: &[String]) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in existing.lines() {
+        match line.trim() {
+            BEGIN => inside = true,
+            END => inside = false,
+            _ if !inside => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out.push_str(BEGIN);
+    out.push('\n');
+    for k in keys {
+        out.push_str(k.trim());
+        out.push('\n');
+    }
+    out.push_str(END);
+    out.push('\n');
+    out
+}
+
+/// The keys currently in the managed block.
+fn managed_keys(root: &Path) -> Vec<ReportedKey> {
+    let text = std::fs::read_to_string(root.join("home/developer/.ssh/authorized_keys"))
+        .unwrap_or_default();
+    let mut inside = false;
+    let mut keys = Vec::new();
+    for line in text.lines() {
+        match line.trim() {
+            BEGIN => inside = true,
+            END => inside = false,
+            l if inside => keys.extend(ReportedKey::of_line(l)),
+            _ => {}
+        }
+    }
+    keys
+}
+
+/// Writes every file of the configuration; false if any write failed (each is logged).
+pub fn apply(root: &Path, cfg: &AgentConfig, live: bool) -> bool {
+    let dev = developer_ids(root);
+    let mut ok = true;
+    let mut step = |what: &str, r: std::io::Result<()>| {
+        if let Err(e) = r {
+            log(format!("cannot write {what}: {e}"));
+            ok = false;
+        }
+    };
+    let meta = serde_json::to_vec_pretty(&cfg.workspace).unwrap_or_default();
+    step(
+        "workspace.json",
+        write_atomic(&root.join("etc/rigbox/workspace.json"), &meta, 0o644, None),
+    );
+    let env: String = cfg
+        .env
+        .iter()
+        .map(|e| format!("{}={}\n", e.key, sh_quote(&e.value)))
+        .collect();
+    step(
+        "/etc/rigbox/env",
+        write_atomic(
+            &root.join("etc/rigbox/env"),
+            env.as_bytes(),
+            0o640,
+            Some((0, dev.1)),
+        ),
+    );
+    let gw: String = cfg
+        .gateway_authorized_keys
+        .iter()
+        .map(|k| format!("{}\n", k.trim()))
+        .collect();
+    step(
+        "gateway_authorized_keys",
+        write_atomic(
+            &root.join("etc/rigbox/ssh/gateway_authorized_keys"),
+            gw.as_bytes(),
+            0o644,
+            None,
+        ),
+    );
+    let ssh_dir = root.join("home/developer/.ssh");
+    step("~/.ssh", ensure_dir(&ssh_dir, 0o700, dev));
+    let ak = ssh_dir.join("authorized_keys");
+    let merged = merge_authorized_keys(
+        &std::fs::read_to_string(&ak).unwrap_or_default(),
+        &cfg.authorized_keys,
+    );
+    step(
+        "authorized_keys",
+        write_atomic(&ak, merged.as_bytes(), 0o600, Some(dev)),
+    );
+    let rb_dir = root.join("home/developer/.rigbox");
+    step("~/.rigbox", ensure_dir(&rb_dir, 0o755, dev));
+    let proxy: String = cfg
+        .proxy_env
+        .iter()
+        .map(|e| format!("export {}={}\n", e.name, sh_quote(&e.value)))
+        .collect();
+    step(
+        "proxy.env",
+        write_atomic(
+            &rb_dir.join("proxy.env"),
+            proxy.as_bytes(),
+            0o644,
+            Some(dev),
+        ),
+    );
+    step("hostname", set_hostname(root, &cfg.hostname, live));
+    ok
+}
+
+fn ensure_dir(dir: &Path, mode: u32, owner: (u32, u32)) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    std::os::unix::fs::chown(dir, Some(owner.0), Some(owner.1))
+}
+
+fn set_hostname(root: &Path, name: &str, live: bool) -> std::io::Result<()> {
+    write_atomic(
+        &root.join("etc/hostname"),
+        format!("{name}\n").as_bytes(),
+        0o644,
+        None,
+    )?;
+    let hosts_path = root.join("etc/hosts");
+    let hosts =
+        std::fs::read_to_string(&hosts_path).unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".into());
+    let mut out: String = hosts
+        .lines()
+        .filter(|l| !l.starts_with("127.0.1.1"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&format!("127.0.1.1\t{name}\n"));
+    write_atomic(&hosts_path, out.as_bytes(), 0o644, None)?;
+    if live {
+        std::fs::write("/proc/sys/kernel/hostname", name)?;
+    }
+    Ok(())
+}
+
+/// Grows the root filesystem to its disk (a no-op when it already fills it).
+fn grow_root_filesystem() {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let Some(dev) = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"/") && f.first().is_some_and(|d| d.starts_with("/dev/")))
+            .then(|| f[0].to_owned())
+    }) else {
+        log("root device not found; filesystem not grown");
+        return;
+    };
+    match std::process::Command::new("resize2fs").arg(&dev).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => log(format!(
+            "resize2fs {dev} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => log(format!("cannot run resize2fs: {e}")),
+    }
+}
+
+/// Waits until sshd accepts connections on port 22.
+async fn wait_for_sshd(limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", 22))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    log("sshd is not listening after 60 s; reporting anyway");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_block_is_replaced_and_the_rest_kept() {
+        let before = format!("ssh-ed25519 AAAA mine\n{BEGIN}\nold key\n{END}\n# my note\n");
+        let after = merge_authorized_keys(&before, &["new key".into()]);
+        assert_eq!(
+            after,
+            format!("ssh-ed25519 AAAA mine\n# my note\n{BEGIN}\nnew key\n{END}\n")
+        );
+        // Idempotent.
+        assert_eq!(merge_authorized_keys(&after, &["new key".into()]), after);
+    }
+
+    #[test]
+    fn env_values_are_quoted_for_sh() {
+        assert_eq!(sh_quote("it's $HOME"), r"'it'\''s $HOME'");
+    }
+}
