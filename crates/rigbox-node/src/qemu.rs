@@ -303,12 +303,16 @@ impl QemuVmm {
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                let powered_off =
-                    v["event"] == "SHUTDOWN" || v["return"]["status"].as_str() == Some("shutdown");
-                if powered_off {
+                // `guest-shutdown` is a power-off from inside; a reset (reboot, or a kernel
+                // panic under `-no-reboot`) ends the VM like a crash.
+                let event = v["event"] == "SHUTDOWN";
+                let stopped = event || v["return"]["status"].as_str() == Some("shutdown");
+                if stopped {
+                    let powered_off =
+                        !event || v["data"]["reason"].as_str() == Some("guest-shutdown");
                     vmm.update(&ws, |r| {
                         if let Some(vm) = r.vm.as_mut() {
-                            vm.guest_shutdown = !vm.stop_requested;
+                            vm.guest_shutdown = powered_off && !vm.stop_requested;
                         }
                     });
                     let _ = w.write_all(b"{\"execute\":\"quit\"}\n").await;
@@ -401,7 +405,7 @@ impl QemuVmm {
 
     fn command(&self, spec: &LaunchSpec, dir: &Path, tap: &str) -> Vec<String> {
         let mut append = format!(
-            "console=ttyS0 root=/dev/vda rw rootfstype=ext4 quiet panic=-1 \
+            "console=ttyS0 root=/dev/vda rw rootfstype=ext4 quiet panic=-1 net.ifnames=0 \
              rigbox.ip={}/24 rigbox.gw={BRIDGE_IP}",
             spec.ip
         );
@@ -422,7 +426,8 @@ impl QemuVmm {
             "-name".into(),
             format!("guest={},process=rbx-{}", spec.workspace_id, spec.name),
             "-M".into(),
-            "microvm".into(),
+            // The wall clock comes from the RTC (TLS and logs need the right time).
+            "microvm,rtc=on".into(),
             "-accel".into(),
             accel,
             "-cpu".into(),
@@ -431,6 +436,9 @@ impl QemuVmm {
             spec.ram_mb.to_string(),
             "-smp".into(),
             spec.vcpu_count.to_string(),
+            // qboot: a minimal firmware that jumps straight to the kernel.
+            "-bios".into(),
+            "qboot.rom".into(),
             "-nodefaults".into(),
             "-no-user-config".into(),
             "-nographic".into(),
@@ -453,6 +461,9 @@ impl QemuVmm {
             format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
             "-device".into(),
             format!("virtio-net-device,netdev=n0,mac={}", spec.mac),
+            // Early entropy for sshd and getrandom() without waiting on jitter.
+            "-device".into(),
+            "virtio-rng-device".into(),
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", p("qmp.sock")),
             "-qmp".into(),

@@ -54,7 +54,43 @@ pub fn run() -> Vec<Item> {
         bin("ip", "ip", "apt-get install iproute2"),
         bin("debootstrap", "debootstrap", "apt-get install debootstrap"),
         bin("mkfs.ext4", "mkfs.ext4", "apt-get install e2fsprogs"),
+        bin("qemu-img", "qemu-img", "apt-get install -t bookworm-backports qemu-utils"),
+        // The guest kernel build (`rigboxd image build`).
+        bin("make", "make", "apt-get install make"),
+        bin("gcc", "gcc", "apt-get install gcc"),
+        bin("bc", "bc", "apt-get install bc"),
+        bin("flex", "flex", "apt-get install flex"),
+        bin("bison", "bison", "apt-get install bison"),
     ];
+    let source = std::fs::read_dir("/usr/src").ok().and_then(|d| {
+        d.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("linux-source-"))
+                && p.extension().is_some_and(|e| e == "xz")
+        })
+    });
+    items.push(Item {
+        name: "linux-source",
+        ok: source.is_some(),
+        detail: source.map_or_else(
+            || "no /usr/src/linux-source-*.tar.xz".into(),
+            |p| p.display().to_string(),
+        ),
+        fix: "apt-get install linux-source libelf-dev libssl-dev",
+        required: true,
+    });
+    let elf = std::path::Path::new("/usr/include/libelf.h").exists();
+    items.push(Item {
+        name: "libelf",
+        ok: elf,
+        detail: if elf {
+            "/usr/include/libelf.h".into()
+        } else {
+            "libelf headers missing".into()
+        },
+        fix: "apt-get install libelf-dev",
+        required: true,
+    });
     let kvm = kvm_usable();
     items.push(Item {
         name: "accelerator",
