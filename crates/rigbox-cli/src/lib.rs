@@ -9,7 +9,7 @@
 
 mod cli;
 mod client;
-mod commands;
+pub mod commands;
 mod config;
 mod error;
 mod mode;
