@@ -12,7 +12,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHjTo4T0N1y0WxVb2dM0cQWm3xZ5r2vR3n8m1i9pPq0A dev@laptop";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHjTo4T0N1y0WxVb2dM0cQWm3xZ5r2vR3n8m1i9pPq0A dev@laptop";
 
 fn config(ws: &WorkspaceId, revision: i64) -> AgentConfig {
     AgentConfig {
@@ -133,7 +134,10 @@ async fn agent_applies_the_config_and_reports_ready() {
         serde_json::from_str(&read("etc/rigbox/workspace.json")).expect("json");
     assert_eq!(meta["workspace_id"], b.ws.as_str());
     assert_eq!(meta["bridge_url"], BRIDGE_URL);
-    assert_eq!(read("etc/rigbox/env"), "GREETING='it'\\''s alive'\nEMPTY=''\n");
+    assert_eq!(
+        read("etc/rigbox/env"),
+        "GREETING='it'\\''s alive'\nEMPTY=''\n"
+    );
     // The env file is valid sh: sourcing it gives the exact values back.
     let out = std::process::Command::new("sh")
         .arg("-c")
@@ -190,12 +194,8 @@ async fn agent_applies_the_config_and_reports_ready() {
 async fn long_poll_identity_and_errors() {
     let b = bridge().await;
     let http = reqwest::Client::new();
-    let cfg_url = |rev: i64, wait: u64| {
-        format!(
-            "{}/rig/v1/agent/config?revision={rev}&wait={wait}",
-            b.url
-        )
-    };
+    let cfg_url =
+        |rev: i64, wait: u64| format!("{}/rig/v1/agent/config?revision={rev}&wait={wait}", b.url);
     // First fetch: the node asks the control plane (revision 7); headers change nothing.
     let r = http
         .get(cfg_url(0, 0))

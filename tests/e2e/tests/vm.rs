@@ -340,13 +340,11 @@ async fn isolation_concurrent_boots_crash_and_readoption() {
 
     // A VM that takes another IP, or another MAC, is cut off (tried from inside, reported back
     // after the original address is restored).
-    let spoof = format!(
-        "sudo sh -c 'ip addr add 172.16.0.200/24 dev eth0; \
+    let spoof = "sudo sh -c 'ip addr add 172.16.0.200/24 dev eth0; \
          curl -s -m 4 --interface 172.16.0.200 http://172.16.0.1:9090/rig/v1/whoami >/dev/null; \
-         echo $?; ip addr del 172.16.0.200/24 dev eth0'"
-    );
+         echo $?; ip addr del 172.16.0.200/24 dev eth0'";
     assert_ne!(
-        vms.run(&ip_a, &spoof).trim(),
+        vms.run(&ip_a, spoof).trim(),
         "0",
         "a foreign source IP passed"
     );
