@@ -53,15 +53,21 @@ install -m 0755 "$rig" "$root/usr/local/bin/rig"
 strip --strip-debug "$root/usr/local/bin/rig" 2>/dev/null || true
 ln -sf rig "$root/usr/local/bin/rigbox"
 rm -f "$root"/etc/ssh/ssh_host_*
+# Every VM gets its own machine ID at boot (the node passes one derived from the workspace ID);
+# dbus must not keep the build's.
 : > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+ln -s /etc/machine-id "$root/var/lib/dbus/machine-id"
 echo rigbox > "$root/etc/hostname"
 echo UTC > "$root/etc/timezone"
 ln -sf /usr/share/zoneinfo/Etc/UTC "$root/etc/localtime"
-echo '/dev/vda / ext4 rw,noatime 0 0' > "$root/etc/fstab"
+# The kernel mounts the root read-write (root=/dev/vda rw): no fstab entry, so nothing waits for
+# a device unit of it.
+echo '# Root is mounted by the kernel (root=/dev/vda rw); add other filesystems here.' > "$root/etc/fstab"
 echo 'LANG=C.UTF-8' > "$root/etc/locale.conf"
 # An empty machine-id makes every VM's first boot a "first boot": never prompt on the console.
 chroot "$root" systemctl mask -q systemd-firstboot.service
-chroot "$root" systemctl enable -q rigbox-net.service rigbox-agent.service ssh.service serial-getty@ttyS0.service
+chroot "$root" systemctl enable -q rigbox-net.service rigbox-agent.service ssh.service
 if [ "$trim" = 1 ]; then
     echo "==> trimming the boot"
     cp -a "$here/trim/." "$root/"
@@ -73,7 +79,19 @@ if [ "$trim" = 1 ]; then
         systemd-modules-load.service sys-kernel-tracing.mount sys-kernel-debug.mount \
         sys-fs-fuse-connections.mount dev-hugepages.mount dev-mqueue.mount \
         systemd-hwdb-update.service ldconfig.service \
+        serial-getty@ttyS0.service dpkg-db-backup.timer \
         2>/dev/null || true
+    # Generators for hardware and setups a workspace VM never has.
+    mkdir -p "$root/etc/systemd/system-generators"
+    for g in systemd-gpt-auto-generator systemd-sysv-generator systemd-cryptsetup-generator \
+             systemd-veritysetup-generator systemd-integritysetup-generator \
+             systemd-hibernate-resume-generator systemd-bless-boot-generator \
+             systemd-getty-generator systemd-system-update-generator systemd-debug-generator; do
+        ln -sf /dev/null "$root/etc/systemd/system-generators/$g"
+    done
+    # Device coldplug off the critical path: sshd and the agent start before udev is done.
+    chroot "$root" systemctl mask -q systemd-udev-trigger.service
+    chroot "$root" systemctl enable -q rigbox-udev-trigger.service
 fi
 
 echo "==> packing rootfs.ext4"

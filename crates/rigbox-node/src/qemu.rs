@@ -21,6 +21,7 @@ use rigbox_types::node::{ExitReason, GuestAck, GuestConfig};
 use rigbox_types::WorkspaceId;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -413,6 +414,9 @@ impl QemuVmm {
             let dns: Vec<String> = self.config.dns.iter().map(|d| d.to_string()).collect();
             append.push_str(&format!(" rigbox.dns={}", dns.join(",")));
         }
+        // A stable machine ID per workspace (the image ships none).
+        let id = sha2::Sha256::digest(spec.workspace_id.as_str().as_bytes());
+        append.push_str(&format!(" systemd.machine_id={}", &hex::encode(id)[..32]));
         if let Some(khz) = self.tsc_khz {
             append.push_str(&format!(" tsc_early_khz={khz}"));
         }

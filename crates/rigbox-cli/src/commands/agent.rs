@@ -348,14 +348,23 @@ fn set_hostname(root: &Path, name: &str, live: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The block device of the root filesystem: from the device number of `/` (the kernel calls it
+/// `/dev/root` in the mount table, which is no device node).
+fn root_device() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").ok()?.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .map(|name| format!("/dev/{name}"))
+}
+
 /// Grows the root filesystem to its disk (a no-op when it already fills it).
 fn grow_root_filesystem() {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let Some(dev) = mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(1) == Some(&"/") && f.first().is_some_and(|d| d.starts_with("/dev/")))
-            .then(|| f[0].to_owned())
-    }) else {
+    let Some(dev) = root_device() else {
         log("root device not found; filesystem not grown");
         return;
     };
