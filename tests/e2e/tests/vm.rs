@@ -71,7 +71,7 @@ impl Vms {
 
     async fn create(&self, name: &str) -> String {
         let (code, ws) = self.api.post("/workspaces", json!({"name": name})).await;
-        assert_eq!(code, 202, "{ws}");
+        assert_eq!(code, 201, "{ws}");
         let id = ws["id"].as_str().expect("id").to_owned();
         self.wait(&id, "provisioned").await;
         id
@@ -215,7 +215,7 @@ async fn lifecycle_ssh_disk_survives_stop_resize_and_delete() {
         .api
         .patch(
             &format!("/workspaces/{id}/env"),
-            json!({"GREETING": "it's alive"}),
+            json!({"env_vars": {"GREETING": "it's alive"}}),
         )
         .await;
     assert_eq!(code, 200);
@@ -240,6 +240,36 @@ async fn lifecycle_ssh_disk_survives_stop_resize_and_delete() {
     assert_eq!(code, 200);
     assert_eq!(keys["items"][0]["comment"], "vm-test", "{keys}");
 
+    // Changes reach the running VM within seconds: env vars (confirmed by the agent) and a new
+    // account key (in the managed block of authorized_keys).
+    let (code, body) = vms
+        .api
+        .patch(
+            &format!("/workspaces/{id}/env"),
+            json!({"env_vars": {"LATER": "yes"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applied"], true, "{body}");
+    assert_eq!(vms.run(&ip, "echo \"$LATER\"").trim(), "yes");
+    let extra = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHjTo4T0N1y0WxVb2dM0cQWm3xZ5r2vR3n8m1i9pPq0A second@laptop";
+    let (code, body) = vms
+        .api
+        .post("/ssh-keys", json!({"name": "second", "public_key": extra}))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let start = Instant::now();
+    while !vms
+        .run(&ip, "cat ~/.ssh/authorized_keys")
+        .contains("second@laptop")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "a new account key did not reach the VM within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     vms.run(&ip, "echo persisted > ~/note.txt && sync");
     vms.stop_ws(&id).await;
     assert!(!vms.tap_exists(&ip), "a stopped VM's tap is gone");
@@ -253,7 +283,7 @@ async fn lifecycle_ssh_disk_survives_stop_resize_and_delete() {
         .api
         .put(
             &format!("/workspaces/{id}/resources"),
-            json!({"disk_size_mb": 5120}),
+            json!({"disk_size_mb": 4096}),
         )
         .await;
     assert_eq!(code, 200, "{body}");
@@ -265,8 +295,8 @@ async fn lifecycle_ssh_disk_survives_stop_resize_and_delete() {
         .parse()
         .expect("df size");
     assert!(
-        (4700..=5120).contains(&size_mb),
-        "root filesystem is {size_mb} MiB after growing the disk to 5120"
+        (3700..=4096).contains(&size_mb),
+        "root filesystem is {size_mb} MiB after growing the disk to 4096"
     );
     assert_eq!(vms.run(&ip, "cat ~/note.txt").trim(), "persisted");
 

@@ -378,19 +378,18 @@ fn grow_root_filesystem() {
     }
 }
 
-/// Waits until sshd accepts connections on port 22.
+/// Waits until users can log in over SSH: sshd accepts connections on port 22 and
+/// `/run/nologin` (present while the system boots) is gone.
 async fn wait_for_sshd(limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", 22))
-            .await
-            .is_ok()
-        {
+        let listening = tokio::net::TcpStream::connect(("127.0.0.1", 22)).await.is_ok();
+        if listening && !Path::new("/run/nologin").exists() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    log("sshd is not listening after 60 s; reporting anyway");
+    log("sshd does not accept logins after 60 s; reporting anyway");
 }
 
 #[cfg(test)]
