@@ -15,15 +15,15 @@ target="${CARGO_TARGET_DIR:-target}"
 cache="${RIGBOX_CACHE_DIR:-$HOME/.cache/rigbox}"
 
 echo "==> artefacts"
-cargo build -q --release -p rigboxd -p rigbox-cli
-ours="$("$target/release/rigboxd" image build base | awk '{print $3}')"
+cargo build -q -p rigboxd -p rigbox-cli
+ours="$("$target/debug/rigboxd" image build base 2>/dev/null | awk '{print $3}')"
 our_kernel="$(echo "$ours" | sed -n 1p)"
 our_image="$(echo "$ours" | sed -n 2p)"
 ref_dir="$cache/bench-reference"
 [ -f "$ref_dir/vmlinuz" ] || bench/boot/reference-kernel.sh "$ref_dir"
 untrimmed="$cache/bench-untrimmed"
 if [ ! -f "$untrimmed/rootfs.ext4" ] || [ "$our_image" -nt "$untrimmed/rootfs.ext4" ]; then
-    TRIM=0 RIG_BIN="$target/release/rig" STAGE_DIR="$cache/stage" images/rootfs/build.sh base "$untrimmed" >/dev/null
+    TRIM=0 RIG_BIN="$target/debug/rig" STAGE_DIR="$cache/stage" images/rootfs/build.sh base "$untrimmed" >/dev/null
 fi
 echo "ours:      $our_kernel + $our_image"
 echo "reference: $ref_dir/vmlinuz + initramfs + $untrimmed/rootfs.ext4"

@@ -92,6 +92,8 @@ if [ "$trim" = 1 ]; then
     # Device coldplug off the critical path: sshd and the agent start before udev is done.
     chroot "$root" systemctl mask -q systemd-udev-trigger.service
     chroot "$root" systemctl enable -q rigbox-udev-trigger.service
+    chroot "$root" systemctl disable -q ssh.service
+    chroot "$root" systemctl enable -q ssh.socket
 fi
 
 echo "==> packing rootfs.ext4"

@@ -378,13 +378,28 @@ fn grow_root_filesystem() {
     }
 }
 
-/// Waits until users can log in over SSH: sshd accepts connections on port 22 and
-/// `/run/nologin` (present while the system boots) is gone.
+/// Whether sshd answers on port 22 with its `SSH-` banner (a listening socket alone is not
+/// enough: with socket activation the port accepts before any sshd runs).
+async fn sshd_greets() -> bool {
+    use tokio::io::AsyncReadExt;
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", 22)).await.ok()?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"SSH-")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// Waits until users can log in over SSH: sshd greets on port 22 and `/run/nologin` (present
+/// while the system boots) is gone.
 async fn wait_for_sshd(limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        let listening = tokio::net::TcpStream::connect(("127.0.0.1", 22)).await.is_ok();
-        if listening && !Path::new("/run/nologin").exists() {
+        if !Path::new("/run/nologin").exists() && sshd_greets().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
