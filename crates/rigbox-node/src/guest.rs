@@ -112,10 +112,11 @@ impl GuestChannel {
     ) -> Option<GuestAck> {
         let mut rx = self.with(ws, |s| s.ack.subscribe());
         let done = |a: &Option<GuestAck>| a.as_ref().is_some_and(|a| a.revision >= revision);
-        match tokio::time::timeout(wait, rx.wait_for(done)).await {
+        let acked = match tokio::time::timeout(wait, rx.wait_for(done)).await {
             Ok(Ok(a)) => a.clone(),
             _ => None,
-        }
+        };
+        acked
     }
 
     /// The boot the agent reported ready in, if it did since the VM launched.
