@@ -23,11 +23,19 @@ async fn workspace(
     Ok(Json(app.bridge_workspace(&caller).await?))
 }
 
-/// `/rig/v1` routes served by the control plane (the bridge serves the agent's own).
+/// `/rig/v1` routes served by the control plane (the bridge serves the agent's own), with the
+/// control plane's error envelope, request IDs and panic containment. The node's bridge mounts
+/// this as its upstream; every request must carry a [`BridgeCaller`] extension (without one
+/// the extractor answers 500, which the bridge makes impossible).
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/rig/v1/whoami", get(whoami))
         .route("/rig/v1/workspace", get(workspace))
         .fallback(super::error::not_found_route)
+        .method_not_allowed_fallback(super::error::not_found_route)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            super::error::panic_response,
+        ))
+        .layer(axum::middleware::from_fn(super::middleware::request_id))
         .with_state(app)
 }
