@@ -230,6 +230,7 @@ fn read_password() -> anyhow::Result<String> {
 /// Builds a template's artefacts, showing progress: a spinner with the current step on a
 /// terminal, plain lines otherwise.
 fn build_image(template: &str, force: bool) -> anyhow::Result<rigbox_node::image::Artefacts> {
+    use rigbox_node::image::Progress;
     use std::io::IsTerminal;
     let rig = rigbox_node::image::rig_binary()?;
     let tty = std::io::stderr().is_terminal();
@@ -241,19 +242,23 @@ fn build_image(template: &str, force: bool) -> anyhow::Result<rigbox_node::image
     }
     let started = std::time::Instant::now();
     let mut step = String::new();
-    let r = rigbox_node::image::build(template, &rig, force, &mut |line: &str| {
-        if line.starts_with("==>") {
-            step = line.trim_start_matches("==> ").to_owned();
+    let r = rigbox_node::image::build(template, &rig, force, &mut |p| match p {
+        Progress::Step(s) => {
+            let line = format!("[{:>4}s] {s}", started.elapsed().as_secs());
             if tty {
                 bar.println(line);
             } else {
-                eprintln!("[{:>4}s] {line}", started.elapsed().as_secs());
+                eprintln!("{line}");
             }
+            bar.set_message(s.clone());
+            step = s;
         }
-        bar.set_message(format!(
-            "{step}: {}",
-            line.chars().take(60).collect::<String>()
-        ));
+        Progress::Output(line) => {
+            bar.set_message(format!(
+                "{step}: {}",
+                line.chars().take(60).collect::<String>()
+            ));
+        }
     });
     bar.finish_and_clear();
     Ok(r?)
