@@ -61,6 +61,7 @@ pub fn run() -> Vec<Item> {
         bin("bc", "bc", "apt-get install bc"),
         bin("flex", "flex", "apt-get install flex"),
         bin("bison", "bison", "apt-get install bison"),
+        bin("xz", "xz", "apt-get install xz-utils"),
     ];
     let source = std::fs::read_dir("/usr/src").ok().and_then(|d| {
         d.flatten().map(|e| e.path()).find(|p| {
@@ -76,7 +77,7 @@ pub fn run() -> Vec<Item> {
             || "no /usr/src/linux-source-*.tar.xz".into(),
             |p| p.display().to_string(),
         ),
-        fix: "apt-get install linux-source libelf-dev libssl-dev",
+        fix: "apt-get install linux-source",
         required: true,
     });
     let elf = std::path::Path::new("/usr/include/libelf.h").exists();
@@ -89,6 +90,18 @@ pub fn run() -> Vec<Item> {
             "libelf headers missing".into()
         },
         fix: "apt-get install libelf-dev",
+        required: true,
+    });
+    let ssl = Path::new("/usr/include/openssl/opensslv.h").exists();
+    items.push(Item {
+        name: "libssl",
+        ok: ssl,
+        detail: if ssl {
+            "/usr/include/openssl/opensslv.h".into()
+        } else {
+            "OpenSSL headers missing (the kernel's host tools need them)".into()
+        },
+        fix: "apt-get install libssl-dev",
         required: true,
     });
     let kvm = kvm_usable();
@@ -106,4 +119,37 @@ pub fn run() -> Vec<Item> {
         required: false,
     });
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_is_named_once_and_says_how_to_fix_it() {
+        let items = run();
+        let mut names: Vec<_> = items.iter().map(|i| i.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), items.len(), "duplicate check names");
+        for want in [
+            "qemu",
+            "debootstrap",
+            "linux-source",
+            "libelf",
+            "libssl",
+            "bc",
+            "flex",
+        ] {
+            assert!(names.contains(&want), "no {want} check");
+        }
+        for i in items.iter().filter(|i| i.required) {
+            assert!(
+                i.fix.starts_with("apt-get install "),
+                "{}: fix is not an apt command: {}",
+                i.name,
+                i.fix
+            );
+        }
+    }
 }
