@@ -1,5 +1,6 @@
-//! The guest agent against the real bridge service over TCP on loopback: identity by source
-//! address, the long poll, the files the agent writes (into a temp root) and its report.
+//! The guest agent against the real bridge service over TCP on loopback: the files the agent
+//! writes (into a temp root), their owners and modes, the managed block of `authorized_keys`,
+//! its report, what it does when a write fails, and the long poll and identity seen by a client.
 
 use rigbox_cli::commands::agent::{self, AgentArgs};
 use rigbox_node::bridge::{self, BridgeState};
@@ -78,6 +79,10 @@ struct Bridge {
 
 async fn bridge() -> Bridge {
     let ws = WorkspaceId::generate();
+    bridge_with(ws.clone(), config(&ws, 7)).await
+}
+
+async fn bridge_with(ws: WorkspaceId, first: AgentConfig) -> Bridge {
     let guest = Arc::new(GuestChannel::default());
     let owner = ws.clone();
     let state = BridgeState {
@@ -85,7 +90,7 @@ async fn bridge() -> Bridge {
         // Only 127.0.0.1 holds a lease.
         leases: Arc::new(move |ip| (ip == Ipv4Addr::LOCALHOST).then(|| owner.clone())),
         guest: guest.clone(),
-        link: Arc::new(FakeLink(config(&ws, 7))),
+        link: Arc::new(FakeLink(first)),
         upstream: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -188,6 +193,203 @@ async fn agent_applies_the_config_and_reports_ready() {
     assert_eq!(ack.ssh_keys.len(), 1);
     assert_eq!(ack.ssh_keys[0].comment, "dev@laptop");
     assert!(b.guest.ready_boot(&b.ws).is_some());
+}
+
+const KEY2: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ci@runner";
+
+/// A temp root with `/etc/passwd` giving `developer` the ids 1234:1235 (so ownership provably
+/// comes from it) and an `authorized_keys` with the user's own lines around an old block.
+fn guest_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("root");
+    std::fs::create_dir_all(root.path().join("etc")).expect("etc");
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/bash\ndeveloper:x:1234:1235::/home/developer:/bin/bash\n",
+    )
+    .expect("passwd");
+    std::fs::write(
+        root.path().join("etc/hosts"),
+        "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost ip6-localhost\n",
+    )
+    .expect("hosts");
+    let ssh = root.path().join("home/developer/.ssh");
+    std::fs::create_dir_all(&ssh).expect("ssh dir");
+    std::fs::write(
+        ssh.join("authorized_keys"),
+        "ssh-ed25519 AAAAmine before\n# BEGIN RIGBOX MANAGED KEYS\nssh-ed25519 AAAAstale gone\n# END RIGBOX MANAGED KEYS\nssh-ed25519 AAAAmine after\n",
+    )
+    .expect("seed authorized_keys");
+    root
+}
+
+/// Runs the real `rig agent --once` binary against the bridge.
+async fn run_binary(url: &str, root: &std::path::Path) -> std::process::Output {
+    let (url, root) = (url.to_owned(), root.to_owned());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rig"))
+            .args(["agent", "--once", "--bridge-url", &url, "--root"])
+            .arg(&root)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("rig runs")
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn the_binary_applies_each_new_config_and_keeps_the_users_lines() {
+    let b = bridge().await;
+    let root = guest_root();
+    let path = |p: &str| root.path().join(p);
+    let read = |p: &str| std::fs::read_to_string(path(p)).expect(p);
+    let owner = |p: &str| {
+        let m = std::fs::metadata(path(p)).expect(p);
+        (m.uid(), m.gid(), m.permissions().mode() & 0o777)
+    };
+
+    let out = run_binary(&b.url, root.path()).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ak = read("home/developer/.ssh/authorized_keys");
+    assert_eq!(
+        ak,
+        format!(
+            "ssh-ed25519 AAAAmine before\nssh-ed25519 AAAAmine after\n\
+             # BEGIN RIGBOX MANAGED KEYS\n{KEY}\n# END RIGBOX MANAGED KEYS\n"
+        )
+    );
+    // Owners and modes (workspaces.md §7), developer's ids from /etc/passwd.
+    assert_eq!(owner("etc/rigbox/workspace.json"), (0, 0, 0o644));
+    assert_eq!(owner("etc/rigbox/env"), (0, 1235, 0o640));
+    assert_eq!(
+        owner("etc/rigbox/ssh/gateway_authorized_keys"),
+        (0, 0, 0o644)
+    );
+    assert_eq!(owner("home/developer/.ssh"), (1234, 1235, 0o700));
+    assert_eq!(
+        owner("home/developer/.ssh/authorized_keys"),
+        (1234, 1235, 0o600)
+    );
+    assert_eq!(
+        owner("home/developer/.rigbox/proxy.env"),
+        (1234, 1235, 0o644)
+    );
+    assert_eq!(
+        read("etc/hosts"),
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tdemo\n"
+    );
+    // No temp files are left behind.
+    for dir in [
+        "etc/rigbox",
+        "home/developer/.ssh",
+        "home/developer/.rigbox",
+    ] {
+        for e in std::fs::read_dir(path(dir)).expect(dir) {
+            let name = e.expect("entry").file_name();
+            assert!(!name.to_string_lossy().contains("rigbox-tmp"), "{name:?}");
+        }
+    }
+    assert_eq!(b.guest.ack(&b.ws).map(|a| a.revision), Some(7));
+
+    // The account's keys and env change: a new agent run replaces the block and the env file.
+    let mut next = config(&b.ws, 8);
+    next.authorized_keys = vec![KEY2.into()];
+    next.env = vec![EnvVar {
+        key: "GREETING".into(),
+        value: "bye".into(),
+    }];
+    b.guest.push(&b.ws, next);
+    let out = run_binary(&b.url, root.path()).await;
+    assert_eq!(out.status.code(), Some(0));
+    let ak = read("home/developer/.ssh/authorized_keys");
+    assert_eq!(
+        ak,
+        format!(
+            "ssh-ed25519 AAAAmine before\nssh-ed25519 AAAAmine after\n\
+             # BEGIN RIGBOX MANAGED KEYS\n{KEY2}\n# END RIGBOX MANAGED KEYS\n"
+        )
+    );
+    assert_eq!(read("etc/rigbox/env"), "GREETING='bye'\n");
+    let ack = b.guest.ack(&b.ws).expect("ack");
+    assert_eq!(ack.revision, 8);
+    let comments: Vec<&str> = ack.ssh_keys.iter().map(|k| k.comment.as_str()).collect();
+    assert_eq!(comments, ["ci@runner"]);
+}
+
+#[tokio::test]
+async fn a_failed_write_is_reported_without_claiming_the_revision() {
+    let b = bridge().await;
+    let root = guest_root();
+    // ~/.ssh replaced by a symlink to somewhere else: the agent must not write through it.
+    let elsewhere = tempfile::tempdir().expect("elsewhere");
+    let ssh = root.path().join("home/developer/.ssh");
+    std::fs::remove_dir_all(&ssh).expect("rm");
+    std::os::unix::fs::symlink(elsewhere.path(), &ssh).expect("symlink");
+
+    let args = AgentArgs {
+        bridge_url: b.url.clone(),
+        root: root.path().to_path_buf(),
+        once: true,
+    };
+    tokio::time::timeout(Duration::from_secs(20), agent::run(&args))
+        .await
+        .expect("agent finished in time")
+        .expect("agent ran");
+    assert!(
+        std::fs::read_dir(elsewhere.path())
+            .expect("dir")
+            .next()
+            .is_none(),
+        "nothing written through the symlink"
+    );
+    // The other files are written; the report reaches the node but claims no revision.
+    assert!(root.path().join("etc/rigbox/workspace.json").exists());
+    let ack = b.guest.ack(&b.ws).expect("a report");
+    assert_eq!(ack.revision, 0);
+}
+
+#[tokio::test]
+async fn malformed_entries_are_skipped_and_cannot_escape_their_place() {
+    let ws = WorkspaceId::generate();
+    let mut cfg = config(&ws, 7);
+    cfg.env.push(EnvVar {
+        key: "BAD KEY;touch /tmp/x".into(),
+        value: "v".into(),
+    });
+    cfg.authorized_keys.push(format!(
+        "{KEY2}\n# END RIGBOX MANAGED KEYS\nssh-ed25519 AAAAsmuggled outside"
+    ));
+    cfg.proxy_env.push(ProxyEnvVar {
+        name: "$(reboot)".into(),
+        value: "v".into(),
+    });
+    let b = bridge_with(ws, cfg).await;
+    let root = guest_root();
+    let out = run_binary(&b.url, root.path()).await;
+    assert_eq!(out.status.code(), Some(0));
+    let read = |p: &str| std::fs::read_to_string(root.path().join(p)).expect(p);
+    assert_eq!(
+        read("etc/rigbox/env"),
+        "GREETING='it'\\''s alive'\nEMPTY=''\n"
+    );
+    assert_eq!(
+        read("home/developer/.rigbox/proxy.env"),
+        "export OPENAI_BASE_URL='http://172.16.0.1:9090/v1'\n"
+    );
+    let ak = read("home/developer/.ssh/authorized_keys");
+    assert!(!ak.contains("smuggled"), "{ak}");
+    assert!(
+        ak.ends_with(&format!("{KEY}\n# END RIGBOX MANAGED KEYS\n")),
+        "{ak}"
+    );
+    // Skipping bad entries still applies the revision (retrying would not make them good).
+    assert_eq!(b.guest.ack(&b.ws).map(|a| a.revision), Some(7));
 }
 
 #[tokio::test]

@@ -210,9 +210,8 @@ mod tests {
             .is_none());
         assert!(t.elapsed() >= Duration::from_millis(100), "waited");
         let (ch2, ws2) = (ch.clone(), ws.clone());
-        let poll = tokio::spawn(async move {
-            ch2.config_changed(&ws2, 1, Duration::from_secs(5)).await
-        });
+        let poll =
+            tokio::spawn(async move { ch2.config_changed(&ws2, 1, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let t = Instant::now();
         ch.push(&ws, cfg(2));
@@ -229,7 +228,8 @@ mod tests {
             .await
             .is_none());
         let (ch2, ws2) = (ch.clone(), ws.clone());
-        let waiter = tokio::spawn(async move { ch2.wait_ack(&ws2, 5, Duration::from_secs(5)).await });
+        let waiter =
+            tokio::spawn(async move { ch2.wait_ack(&ws2, 5, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         // An older revision does not satisfy the waiter...
         ch.record_report(&ws, report(4, "boot-1", false));
@@ -282,9 +282,8 @@ mod tests {
         let ws = WorkspaceId::generate();
         ch.push(&ws, cfg(1));
         let (ch2, ws2) = (ch.clone(), ws.clone());
-        let poll = tokio::spawn(async move {
-            ch2.config_changed(&ws2, 1, Duration::from_secs(5)).await
-        });
+        let poll =
+            tokio::spawn(async move { ch2.config_changed(&ws2, 1, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         ch.forget(&ws);
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -154,7 +154,9 @@ async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Value {
         .expect("X-Request-Id");
     let e = json_of(r).await;
     assert_eq!(e["error"]["code"], code, "{e}");
-    assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(e["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     assert_eq!(e["error"]["details"]["request_id"], id.as_str());
     e
 }
@@ -185,7 +187,11 @@ async fn callers_are_known_by_their_address_only() {
 
     // Another address holds no lease: 403 whatever it sends, on every path.
     let stranger = client_from(Ipv4Addr::new(127, 0, 0, 2));
-    for path in ["/rig/v1/echo", "/rig/v1/agent/config", "/v1/chat/completions"] {
+    for path in [
+        "/rig/v1/echo",
+        "/rig/v1/agent/config",
+        "/v1/chat/completions",
+    ] {
         let r = stranger
             .get(format!("{}{path}", b.url))
             .header("Authorization", "Bearer rb_a-valid-looking-key")
@@ -240,12 +246,8 @@ async fn ipv4_mapped_peers_of_a_dual_stack_socket_are_ipv4() {
 async fn agent_config_long_poll() {
     let b = bridge().await;
     let http = client_from(Ipv4Addr::LOCALHOST);
-    let url = |rev: i64, wait: &str| {
-        format!(
-            "{}/rig/v1/agent/config?revision={rev}&wait={wait}",
-            b.url
-        )
-    };
+    let url =
+        |rev: i64, wait: &str| format!("{}/rig/v1/agent/config?revision={rev}&wait={wait}", b.url);
 
     // Nothing pushed: the bridge fetches the config from the control plane, once.
     let r = http.get(url(0, "30")).send().await.expect("get");
@@ -259,7 +261,11 @@ async fn agent_config_long_poll() {
     let t = Instant::now();
     let r = http.get(url(7, "1")).send().await.expect("get");
     assert_eq!(r.status(), 204);
-    assert!(t.elapsed() >= Duration::from_millis(950), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
     let r = http.get(url(7, "0")).send().await.expect("get");
     assert_eq!(r.status(), 204);
     assert_eq!(b.link.fetches.load(Ordering::SeqCst), 1);

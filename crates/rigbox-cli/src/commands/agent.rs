@@ -23,6 +23,10 @@ const BEGIN: &str = "# BEGIN RIGBOX MANAGED KEYS";
 const END: &str = "# END RIGBOX MANAGED KEYS";
 /// Longest long poll (the bridge caps `wait` at 30 s).
 const POLL_WAIT_SECS: u64 = 30;
+/// The long poll while sshd is not up yet (its check runs between polls).
+const NOT_READY_POLL_SECS: u64 = 5;
+/// How long the first report waits for sshd at boot.
+const SSHD_WAIT: Duration = Duration::from_secs(60);
 
 /// `rig agent`.
 #[derive(Parser, Debug)]
@@ -74,7 +78,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     }
 }
 
-/// The agent loop.
+/// The agent loop: poll, apply, report; with `--once`, until the first configuration is
+/// applied and reported. Returns only on a setup error or after `--once`.
 pub async fn run(args: &AgentArgs) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(POLL_WAIT_SECS + 15))
@@ -85,74 +90,117 @@ pub async fn run(args: &AgentArgs) -> Result<(), String> {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into());
+    // The revision whose files are all written: the only one the agent ever claims.
     let mut applied: i64 = 0;
     let mut first = true;
-    let mut backoff = Duration::from_secs(1);
+    // Outside a VM (`--root`) there is no sshd to wait for.
+    let mut ready = !live;
+    let mut backoff = Backoff::default();
     loop {
-        let wait = if first { 0 } else { POLL_WAIT_SECS };
+        // Until sshd is up, poll briefly so that readiness is reported soon after it is.
+        let wait = if ready {
+            POLL_WAIT_SECS
+        } else {
+            NOT_READY_POLL_SECS
+        };
         let url = format!("{base}/rig/v1/agent/config?revision={applied}&wait={wait}");
         let cfg = match http.get(&url).send().await {
-            Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT => continue,
+            Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT => None,
             Ok(r) if r.status().is_success() => match r.json::<AgentConfig>().await {
-                Ok(c) => c,
+                Ok(c) => Some(c),
                 Err(e) => {
                     log(format!("unreadable configuration: {e}"));
-                    sleep_backoff(&mut backoff).await;
+                    backoff.sleep().await;
                     continue;
                 }
             },
             Ok(r) => {
                 log(format!("bridge answered {}", r.status()));
-                sleep_backoff(&mut backoff).await;
+                backoff.sleep().await;
                 continue;
             }
             Err(e) => {
                 log(format!("bridge unreachable: {e}"));
-                sleep_backoff(&mut backoff).await;
+                backoff.sleep().await;
                 continue;
             }
         };
-        backoff = Duration::from_secs(1);
-        let ok = apply(&args.root, &cfg, live);
-        if first && live {
-            grow_root_filesystem();
-            wait_for_sshd(Duration::from_secs(60)).await;
-        }
-        if ok {
-            applied = cfg.revision;
-        }
-        let report = AgentReport {
-            revision: applied,
-            boot_id: boot_id.clone(),
-            ready: true,
-            authorized_keys: managed_keys(&args.root),
-            metrics: None,
-            results: None,
-        };
-        loop {
-            match http
-                .post(format!("{base}/rig/v1/agent/report"))
-                .json(&report)
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => break,
-                Ok(r) => log(format!("report answered {}", r.status())),
-                Err(e) => log(format!("cannot report: {e}")),
+        let mut failed = false;
+        let mut report_now = false;
+        if let Some(cfg) = &cfg {
+            if apply(&args.root, cfg, live) {
+                applied = cfg.revision;
+            } else {
+                failed = true;
             }
-            sleep_backoff(&mut backoff).await;
+            report_now = true;
+            if first && live {
+                grow_root_filesystem();
+                ready = wait_for_sshd(SSHD_WAIT).await;
+                if !ready {
+                    log("sshd does not accept logins after 60 s; reporting not ready");
+                }
+            }
+            first = false;
+        } else if !first && !ready && sshd_ready().await {
+            ready = true;
+            report_now = true;
         }
-        backoff = Duration::from_secs(1);
-        first = false;
-        if args.once {
+        if report_now {
+            let report = AgentReport {
+                revision: applied,
+                boot_id: boot_id.clone(),
+                ready,
+                authorized_keys: managed_keys(&args.root),
+                metrics: None,
+                results: None,
+            };
+            send_report(&http, base, &report).await;
+        }
+        if args.once && !first {
             return Ok(());
+        }
+        if failed {
+            // The bridge would hand the same configuration back at once: do not spin.
+            backoff.sleep().await;
+        } else {
+            backoff = Backoff::default();
         }
     }
 }
 
-async fn sleep_backoff(backoff: &mut Duration) {
-    tokio::time::sleep(*backoff).await;
-    *backoff = (*backoff * 2).min(Duration::from_secs(30));
+/// Posts `report` until the bridge takes it.
+async fn send_report(http: &reqwest::Client, base: &str, report: &AgentReport) {
+    let mut backoff = Backoff::default();
+    loop {
+        match http
+            .post(format!("{base}/rig/v1/agent/report"))
+            .json(report)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => log(format!("report answered {}", r.status())),
+            Err(e) => log(format!("cannot report: {e}")),
+        }
+        backoff.sleep().await;
+    }
+}
+
+/// Retry delays: 1 s, doubling up to 30 s.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_secs(1))
+    }
+}
+
+impl Backoff {
+    async fn sleep(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Owner and group of `developer` from `<root>/etc/passwd` (1000 when absent).
@@ -171,13 +219,15 @@ fn developer_ids(root: &Path) -> (u32, u32) {
 }
 
 /// Writes `content` to `path` atomically (temp file in the same directory, fsync, rename) with
-/// `mode` and, when given, owner `uid:gid`.
+/// `mode` and, when given, owner `uid:gid`. The temp file is created exclusively (never through
+/// a symlink someone left in a user-writable directory) and removed on failure.
 fn write_atomic(
     path: &Path,
     content: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     let name = path
@@ -185,16 +235,33 @@ fn write_atomic(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.rigbox-tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    // A leftover of an interrupted write (or anything else by that name) goes first.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(content)?;
+        // The umask may have narrowed the mode at creation.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         if let Some((u, g)) = owner {
             std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
         }
         f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable once the directory is.
+        std::fs::File::open(dir)?.sync_all()
+    };
+    let r = write();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    r
 }
 
 /// `'…'` quoting for sh and systemd `EnvironmentFile=`.
@@ -219,13 +286,62 @@ fn merge_authorized_keys(existing: &str, keys: &[String]) -> String {
     }
     out.push_str(BEGIN);
     out.push('\n');
-    for k in keys {
-        out.push_str(k.trim());
+    for k in key_lines(keys, "authorized key") {
+        out.push_str(k);
         out.push('\n');
     }
     out.push_str(END);
     out.push('\n');
     out
+}
+
+/// The usable lines of a key list: one line each, not empty, not a marker of the managed block
+/// (anything else would let a bad entry break out of its place); the rest is logged and skipped.
+fn key_lines<'a>(keys: &'a [String], what: &str) -> Vec<&'a str> {
+    keys.iter()
+        .map(|k| k.trim())
+        .filter(|k| {
+            let ok = !k.is_empty() && !k.contains(['\n', '\r']) && *k != BEGIN && *k != END;
+            if !ok {
+                log(format!("skipping a malformed {what} line"));
+            }
+            ok
+        })
+        .collect()
+}
+
+/// Whether `key` can be a variable name in sh and systemd (`[A-Za-z_][A-Za-z0-9_]*`).
+fn is_var_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `NAME='value'` lines (with `prefix`, e.g. `export `); names that are not variable names and
+/// values with NUL (neither sh nor systemd can carry them) are logged and skipped.
+fn assignments<'a>(vars: impl Iterator<Item = (&'a str, &'a str)>, prefix: &str) -> String {
+    vars.filter(|(k, v)| {
+        let ok = is_var_name(k) && !v.contains('\0');
+        if !ok {
+            log(format!(
+                "skipping the variable {k:?}: not writable to an env file"
+            ));
+        }
+        ok
+    })
+    .map(|(k, v)| format!("{prefix}{k}={}\n", sh_quote(v)))
+    .collect()
+}
+
+/// Reads a file that may not exist yet (`""` then); any other error is an error, so that a file
+/// we cannot read is never replaced by one without its user-written lines.
+fn read_existing(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        r => r,
+    }
 }
 
 /// The keys currently in the managed block.
@@ -260,11 +376,10 @@ pub fn apply(root: &Path, cfg: &AgentConfig, live: bool) -> bool {
         "workspace.json",
         write_atomic(&root.join("etc/rigbox/workspace.json"), &meta, 0o644, None),
     );
-    let env: String = cfg
-        .env
-        .iter()
-        .map(|e| format!("{}={}\n", e.key, sh_quote(&e.value)))
-        .collect();
+    let env = assignments(
+        cfg.env.iter().map(|e| (e.key.as_str(), e.value.as_str())),
+        "",
+    );
     step(
         "/etc/rigbox/env",
         write_atomic(
@@ -274,10 +389,9 @@ pub fn apply(root: &Path, cfg: &AgentConfig, live: bool) -> bool {
             Some((0, dev.1)),
         ),
     );
-    let gw: String = cfg
-        .gateway_authorized_keys
-        .iter()
-        .map(|k| format!("{}\n", k.trim()))
+    let gw: String = key_lines(&cfg.gateway_authorized_keys, "gateway key")
+        .into_iter()
+        .map(|k| format!("{k}\n"))
         .collect();
     step(
         "gateway_authorized_keys",
@@ -289,43 +403,64 @@ pub fn apply(root: &Path, cfg: &AgentConfig, live: bool) -> bool {
         ),
     );
     let ssh_dir = root.join("home/developer/.ssh");
-    step("~/.ssh", ensure_dir(&ssh_dir, 0o700, dev));
     let ak = ssh_dir.join("authorized_keys");
-    let merged = merge_authorized_keys(
-        &std::fs::read_to_string(&ak).unwrap_or_default(),
-        &cfg.authorized_keys,
-    );
+    // Nothing goes into a directory that failed its checks (e.g. a symlink to elsewhere).
     step(
         "authorized_keys",
-        write_atomic(&ak, merged.as_bytes(), 0o600, Some(dev)),
+        ensure_dir(&ssh_dir, 0o700, dev)
+            .and_then(|()| read_existing(&ak))
+            .and_then(|existing| {
+                let merged = merge_authorized_keys(&existing, &cfg.authorized_keys);
+                write_atomic(&ak, merged.as_bytes(), 0o600, Some(dev))
+            }),
     );
     let rb_dir = root.join("home/developer/.rigbox");
-    step("~/.rigbox", ensure_dir(&rb_dir, 0o755, dev));
-    let proxy: String = cfg
-        .proxy_env
-        .iter()
-        .map(|e| format!("export {}={}\n", e.name, sh_quote(&e.value)))
-        .collect();
+
+    let proxy = assignments(
+        cfg.proxy_env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str())),
+        "export ",
+    );
     step(
         "proxy.env",
-        write_atomic(
-            &rb_dir.join("proxy.env"),
-            proxy.as_bytes(),
-            0o644,
-            Some(dev),
-        ),
+        ensure_dir(&rb_dir, 0o755, dev).and_then(|()| {
+            write_atomic(
+                &rb_dir.join("proxy.env"),
+                proxy.as_bytes(),
+                0o644,
+                Some(dev),
+            )
+        }),
     );
     step("hostname", set_hostname(root, &cfg.hostname, live));
     ok
 }
 
+/// Creates `dir` (a real directory, not a symlink) with `mode` and `owner`.
 fn ensure_dir(dir: &Path, mode: u32, owner: (u32, u32)) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
+        return Err(std::io::Error::other(format!(
+            "{} is a symlink; not following it",
+            dir.display()
+        )));
+    }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
     std::os::unix::fs::chown(dir, Some(owner.0), Some(owner.1))
 }
 
+/// `/etc/hostname`, the `127.0.1.1` line of `/etc/hosts` and, in a VM, the running hostname.
 fn set_hostname(root: &Path, name: &str, live: bool) -> std::io::Result<()> {
+    // Workspace names are DNS labels; anything else would corrupt /etc/hosts.
+    let label = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !label {
+        return Err(std::io::Error::other(format!(
+            "{name:?} is not a valid hostname"
+        )));
+    }
     write_atomic(
         &root.join("etc/hostname"),
         format!("{name}\n").as_bytes(),
@@ -333,8 +468,10 @@ fn set_hostname(root: &Path, name: &str, live: bool) -> std::io::Result<()> {
         None,
     )?;
     let hosts_path = root.join("etc/hosts");
-    let hosts =
-        std::fs::read_to_string(&hosts_path).unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".into());
+    let mut hosts = read_existing(&hosts_path)?;
+    if hosts.is_empty() {
+        hosts = "127.0.0.1\tlocalhost\n".into();
+    }
     let mut out: String = hosts
         .lines()
         .filter(|l| !l.starts_with("127.0.1.1"))
@@ -383,7 +520,9 @@ fn grow_root_filesystem() {
 async fn sshd_greets() -> bool {
     use tokio::io::AsyncReadExt;
     let probe = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", 22)).await.ok()?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", 22))
+            .await
+            .ok()?;
         let mut buf = [0u8; 4];
         s.read_exact(&mut buf).await.ok()?;
         Some(&buf == b"SSH-")
@@ -394,17 +533,22 @@ async fn sshd_greets() -> bool {
     )
 }
 
-/// Waits until users can log in over SSH: sshd greets on port 22 and `/run/nologin` (present
-/// while the system boots) is gone.
-async fn wait_for_sshd(limit: Duration) {
+/// Whether users can log in over SSH: sshd greets on port 22 and `/run/nologin` (present while
+/// the system boots) is gone.
+async fn sshd_ready() -> bool {
+    !Path::new("/run/nologin").exists() && sshd_greets().await
+}
+
+/// Waits up to `limit` until users can log in over SSH; false if they still cannot.
+async fn wait_for_sshd(limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        if !Path::new("/run/nologin").exists() && sshd_greets().await {
-            return;
+        if sshd_ready().await {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    log("sshd does not accept logins after 60 s; reporting anyway");
+    false
 }
 
 #[cfg(test)]
@@ -421,6 +565,26 @@ mod tests {
         );
         // Idempotent.
         assert_eq!(merge_authorized_keys(&after, &["new key".into()]), after);
+    }
+
+    #[test]
+    fn variable_names_and_key_lines_are_checked() {
+        assert!(is_var_name("OPENAI_API_KEY") && is_var_name("_x1"));
+        assert!(!is_var_name("1X") && !is_var_name("A-B") && !is_var_name(""));
+        let keys = vec![
+            " ssh-ed25519 AAAA a ".to_owned(),
+            String::new(),
+            format!("k\n{END}"),
+            END.to_owned(),
+        ];
+        assert_eq!(key_lines(&keys, "test"), ["ssh-ed25519 AAAA a"]);
+        assert_eq!(
+            assignments(
+                [("A", "x"), ("B C", "y"), ("D", "n\0l")].into_iter(),
+                "export "
+            ),
+            "export A='x'\n"
+        );
     }
 
     #[test]
