@@ -127,6 +127,7 @@ pub async fn run(args: &AgentArgs) -> Result<(), String> {
         };
         let mut failed = false;
         let mut report_now = false;
+        let mut waited = false;
         if let Some(cfg) = &cfg {
             if apply(&args.root, cfg, live) {
                 applied = cfg.revision;
@@ -137,12 +138,15 @@ pub async fn run(args: &AgentArgs) -> Result<(), String> {
             if first && live {
                 grow_root_filesystem();
                 ready = wait_for_sshd(SSHD_WAIT).await;
+                waited = true;
                 if !ready {
                     log("sshd does not accept logins after 60 s; reporting not ready");
                 }
             }
             first = false;
-        } else if !first && !ready && sshd_ready().await {
+        }
+        // Late sshd: checked between polls once there is something applied to report.
+        if !first && !ready && !waited && sshd_ready().await {
             ready = true;
             report_now = true;
         }
