@@ -69,7 +69,7 @@ boot() {
     pid="$(cat "$work/qemu.pid")"
     local ready=""
     for _ in $(seq 1 1200); do
-        if ip netns exec "$ns" timeout 1 bash -c 'exec 3<>/dev/tcp/172.16.0.2/22 && head -c 4 <&3' 2>/dev/null | grep -q SSH; then
+        if ip netns exec "$ns" timeout 10 bash -c 'exec 3<>/dev/tcp/172.16.0.2/22 && head -c 4 <&3' 2>/dev/null | grep -q SSH; then
             ready="$(date +%s%N)"
             break
         fi
