@@ -10,6 +10,7 @@ use rigbox_types::node::{ControlLink, DesiredVm, GuestConfig, LinkError, Report}
 use rigbox_types::WorkspaceId;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,9 +126,8 @@ async fn agent_applies_the_config_and_reports_ready() {
     .expect("passwd");
 
     let args = AgentArgs {
-        bridge_url: b.url.clone(),
-        root: root.path().to_path_buf(),
         once: true,
+        ..AgentArgs::new(&b.url, root.path())
     };
     tokio::time::timeout(Duration::from_secs(20), agent::run(&args))
         .await
@@ -333,9 +333,8 @@ async fn a_failed_write_is_reported_without_claiming_the_revision() {
     std::os::unix::fs::symlink(elsewhere.path(), &ssh).expect("symlink");
 
     let args = AgentArgs {
-        bridge_url: b.url.clone(),
-        root: root.path().to_path_buf(),
         once: true,
+        ..AgentArgs::new(&b.url, root.path())
     };
     tokio::time::timeout(Duration::from_secs(20), agent::run(&args))
         .await
@@ -390,6 +389,70 @@ async fn malformed_entries_are_skipped_and_cannot_escape_their_place() {
     );
     // Skipping bad entries still applies the revision (retrying would not make them good).
     assert_eq!(b.guest.ack(&b.ws).map(|a| a.revision), Some(7));
+}
+
+/// A stand-in for sshd on loopback: hangs up on every connection (like a socket-activated port
+/// before sshd runs) until `greet` is set, then sends the SSH banner.
+async fn fake_sshd(greet: Arc<AtomicBool>) -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            if greet.load(Ordering::SeqCst) {
+                let _ = s.write_all(b"SSH-2.0-fake\r\n").await;
+            }
+        }
+    });
+    addr
+}
+
+async fn wait_ready(b: &Bridge, limit: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if b.guest.ready_boot(&b.ws).is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn ready_is_reported_once_sshd_greets_and_logins_are_allowed() {
+    let b = bridge().await;
+    let root = guest_root();
+    let greet = Arc::new(AtomicBool::new(false));
+    let args = AgentArgs {
+        wait_sshd: true,
+        sshd_addr: fake_sshd(greet.clone()).await,
+        sshd_wait_secs: 1,
+        ..AgentArgs::new(&b.url, root.path())
+    };
+    let agent = tokio::spawn(async move { agent::run(&args).await });
+
+    // The config is applied and confirmed, but sshd does not greet: not ready.
+    let ack = b
+        .guest
+        .wait_ack(&b.ws, 7, Duration::from_secs(10))
+        .await
+        .expect("confirmed");
+    assert_eq!(ack.revision, 7);
+    assert!(b.guest.ready_boot(&b.ws).is_none());
+
+    // sshd greets, but the system still refuses logins (/run/nologin): not ready.
+    std::fs::create_dir_all(root.path().join("run")).expect("run");
+    std::fs::write(root.path().join("run/nologin"), "booting").expect("nologin");
+    greet.store(true, Ordering::SeqCst);
+    assert!(!wait_ready(&b, Duration::from_secs(6)).await);
+
+    // Logins allowed: the agent reports ready on its own, within a short poll.
+    std::fs::remove_file(root.path().join("run/nologin")).expect("rm");
+    assert!(wait_ready(&b, Duration::from_secs(8)).await);
+    assert_eq!(b.guest.ack(&b.ws).map(|a| a.revision), Some(7));
+    agent.abort();
 }
 
 #[tokio::test]

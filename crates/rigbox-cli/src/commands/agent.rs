@@ -25,8 +25,6 @@ const END: &str = "# END RIGBOX MANAGED KEYS";
 const POLL_WAIT_SECS: u64 = 30;
 /// The long poll while sshd is not up yet (its check runs between polls).
 const NOT_READY_POLL_SECS: u64 = 5;
-/// How long the first report waits for sshd at boot.
-const SSHD_WAIT: Duration = Duration::from_secs(60);
 
 /// `rig agent`.
 #[derive(Parser, Debug)]
@@ -44,6 +42,30 @@ pub struct AgentArgs {
     /// Apply one configuration, report, and exit.
     #[arg(long)]
     pub once: bool,
+    /// Wait for sshd before reporting ready even with another `--root` (tests; with `/` the
+    /// agent always waits).
+    #[arg(long, hide = true)]
+    pub wait_sshd: bool,
+    /// Where sshd is expected to greet.
+    #[arg(long, hide = true, default_value = "127.0.0.1:22")]
+    pub sshd_addr: std::net::SocketAddr,
+    /// How long the first report waits for sshd, in seconds.
+    #[arg(long, hide = true, default_value_t = 60)]
+    pub sshd_wait_secs: u64,
+}
+
+impl AgentArgs {
+    /// The defaults of the command line with another bridge and root (for tests).
+    pub fn new(bridge_url: &str, root: &Path) -> Self {
+        Self {
+            bridge_url: bridge_url.to_owned(),
+            root: root.to_owned(),
+            once: false,
+            wait_sshd: false,
+            sshd_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 22)),
+            sshd_wait_secs: 60,
+        }
+    }
 }
 
 fn log(msg: impl std::fmt::Display) {
@@ -93,8 +115,9 @@ pub async fn run(args: &AgentArgs) -> Result<(), String> {
     // The revision whose files are all written: the only one the agent ever claims.
     let mut applied: i64 = 0;
     let mut first = true;
-    // Outside a VM (`--root`) there is no sshd to wait for.
-    let mut ready = !live;
+    // Outside a VM (`--root`) there is no sshd to wait for, unless a test provides one.
+    let check_sshd = live || args.wait_sshd;
+    let mut ready = !check_sshd;
     let mut backoff = Backoff::default();
     loop {
         // Until sshd is up, poll briefly so that readiness is reported soon after it is.
@@ -135,18 +158,24 @@ pub async fn run(args: &AgentArgs) -> Result<(), String> {
                 failed = true;
             }
             report_now = true;
-            if first && live {
-                grow_root_filesystem();
-                ready = wait_for_sshd(SSHD_WAIT).await;
+            if first && check_sshd {
+                if live {
+                    grow_root_filesystem();
+                }
+                let limit = Duration::from_secs(args.sshd_wait_secs);
+                ready = wait_for_sshd(&args.root, args.sshd_addr, limit).await;
                 waited = true;
                 if !ready {
-                    log("sshd does not accept logins after 60 s; reporting not ready");
+                    log(format!(
+                        "sshd does not accept logins after {} s; reporting not ready",
+                        limit.as_secs()
+                    ));
                 }
             }
             first = false;
         }
         // Late sshd: checked between polls once there is something applied to report.
-        if !first && !ready && !waited && sshd_ready().await {
+        if !first && !ready && !waited && sshd_ready(&args.root, args.sshd_addr).await {
             ready = true;
             report_now = true;
         }
@@ -521,12 +550,10 @@ fn grow_root_filesystem() {
 
 /// Whether sshd answers on port 22 with its `SSH-` banner (a listening socket alone is not
 /// enough: with socket activation the port accepts before any sshd runs).
-async fn sshd_greets() -> bool {
+async fn sshd_greets(addr: std::net::SocketAddr) -> bool {
     use tokio::io::AsyncReadExt;
     let probe = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", 22))
-            .await
-            .ok()?;
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         let mut buf = [0u8; 4];
         s.read_exact(&mut buf).await.ok()?;
         Some(&buf == b"SSH-")
@@ -539,15 +566,15 @@ async fn sshd_greets() -> bool {
 
 /// Whether users can log in over SSH: sshd greets on port 22 and `/run/nologin` (present while
 /// the system boots) is gone.
-async fn sshd_ready() -> bool {
-    !Path::new("/run/nologin").exists() && sshd_greets().await
+async fn sshd_ready(root: &Path, addr: std::net::SocketAddr) -> bool {
+    !root.join("run/nologin").exists() && sshd_greets(addr).await
 }
 
 /// Waits up to `limit` until users can log in over SSH; false if they still cannot.
-async fn wait_for_sshd(limit: Duration) -> bool {
+async fn wait_for_sshd(root: &Path, addr: std::net::SocketAddr, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        if sshd_ready().await {
+        if sshd_ready(root, addr).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
