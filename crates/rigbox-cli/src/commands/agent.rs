@@ -30,6 +30,7 @@ const NOT_READY_POLL_SECS: u64 = 5;
 #[derive(Parser, Debug)]
 #[command(
     name = "rig agent",
+    bin_name = "rig agent",
     about = "The Rigbox guest agent (runs in every workspace VM as rigbox-agent.service)"
 )]
 pub struct AgentArgs {
