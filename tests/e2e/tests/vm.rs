@@ -388,12 +388,19 @@ async fn isolation_concurrent_boots_crash_and_readoption() {
             mac.trim()
         ),
     );
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_ne!(
-        vms.run(&ip_a, "cat /tmp/mac.rc").trim(),
-        "0",
-        "a foreign MAC passed"
-    );
+    let start = Instant::now();
+    let rc = loop {
+        let out = vms.ssh(&ip_a, "cat /tmp/mac.rc");
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the MAC spoofing probe did not finish"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_ne!(rc, "0", "a foreign MAC passed");
 
     // Restart rigboxd (SIGKILL) with both VMs running: they keep running and are re-adopted.
     vms.run(&ip_a, "echo before-crash > ~/mark && sync");
