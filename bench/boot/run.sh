@@ -7,26 +7,41 @@
 # RSS of each idle VM 10 s after ssh-ready. Prints medians and ratios. Run as root, alone on the
 # machine (these machines are shared and noisy: one benchmark at a time).
 #
-#   bench/boot/run.sh [N]
+#   bench/boot/run.sh [N]                   builds (or reuses) every artefact
+#   bench/boot/run.sh OUR_KERNEL OUR_IMAGE REF_KERNEL REF_INITRD REF_IMAGE [N]
 set -euo pipefail
+# Paths given as arguments are relative to the caller's directory.
+args=()
+for a in "$@"; do if [ -e "$a" ]; then args+=("$(realpath "$a")"); else args+=("$a"); fi; done
+set -- "${args[@]}"
 cd "$(dirname "$0")/../.."
-n="${1:-5}"
 target="${CARGO_TARGET_DIR:-target}"
 cache="${RIGBOX_CACHE_DIR:-$HOME/.cache/rigbox}"
 
-echo "==> artefacts"
-cargo build -q -p rigboxd -p rigbox-cli
-ours="$("$target/debug/rigboxd" image build base 2>/dev/null | awk '{print $3}')"
-our_kernel="$(echo "$ours" | sed -n 1p)"
-our_image="$(echo "$ours" | sed -n 2p)"
-ref_dir="$cache/bench-reference"
-[ -f "$ref_dir/vmlinuz" ] || bench/boot/reference-kernel.sh "$ref_dir"
-untrimmed="$cache/bench-untrimmed"
-if [ ! -f "$untrimmed/rootfs.ext4" ] || [ "$our_image" -nt "$untrimmed/rootfs.ext4" ]; then
-    TRIM=0 RIG_BIN="$target/debug/rig" STAGE_DIR="$cache/stage" images/rootfs/build.sh base "$untrimmed" >/dev/null
+if [ $# -ge 5 ]; then
+    our_kernel="$1" our_image="$2" ref_kernel="$3" ref_initrd="$4" ref_image="$5"
+    n="${6:-5}"
+    for f in "$our_kernel" "$our_image" "$ref_kernel" "$ref_initrd" "$ref_image"; do
+        [ -f "$f" ] || { echo "run.sh: $f does not exist" >&2; exit 1; }
+    done
+else
+    n="${1:-5}"
+    echo "==> artefacts"
+    cargo build -q -p rigboxd -p rigbox-cli
+    ours="$("$target/debug/rigboxd" image build base 2>/dev/null | awk '{print $3}')"
+    our_kernel="$(echo "$ours" | sed -n 1p)"
+    our_image="$(echo "$ours" | sed -n 2p)"
+    ref_dir="$cache/bench-reference"
+    [ -f "$ref_dir/vmlinuz" ] || bench/boot/reference-kernel.sh "$ref_dir"
+    ref_kernel="$ref_dir/vmlinuz" ref_initrd="$ref_dir/initramfs.cpio.gz"
+    untrimmed="$cache/bench-untrimmed"
+    if [ ! -f "$untrimmed/rootfs.ext4" ] || [ "$our_image" -nt "$untrimmed/rootfs.ext4" ]; then
+        TRIM=0 RIG_BIN="$target/debug/rig" STAGE_DIR="$cache/stage" images/rootfs/build.sh base "$untrimmed" >/dev/null
+    fi
+    ref_image="$untrimmed/rootfs.ext4"
 fi
 echo "ours:      $our_kernel + $our_image"
-echo "reference: $ref_dir/vmlinuz + initramfs + $untrimmed/rootfs.ext4"
+echo "reference: $ref_kernel + $ref_initrd + $ref_image"
 
 ns="rbxbench-$$"
 work="$(mktemp -d)"
@@ -68,14 +83,17 @@ boot() {
         -no-reboot -pidfile "$work/qemu.pid" -daemonize
     pid="$(cat "$work/qemu.pid")"
     local ready=""
-    for _ in $(seq 1 1200); do
+    # A deadline, not a count: one probe can take seconds (ARP or the banner timing out).
+    local deadline=$(( $(date +%s) + 120 ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
         if ip netns exec "$ns" timeout 10 bash -c 'exec 3<>/dev/tcp/172.16.0.2/22 && head -c 4 <&3' 2>/dev/null | grep -q SSH; then
             ready="$(date +%s%N)"
             break
         fi
         sleep 0.1
     done
-    [ -n "$ready" ] || { echo "$1: no ssh within 120 s" >&2; tail -20 "$work/console.log" >&2; exit 1; }
+    # (This runs in a command substitution: the EXIT trap does not see $pid, so kill it here.)
+    [ -n "$ready" ] || { echo "$1: no ssh within 120 s" >&2; tail -20 "$work/console.log" >&2; kill -9 "$pid"; exit 1; }
     sleep 10
     local rss
     rss="$(awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$pid/status")"
@@ -90,7 +108,7 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else pr
 for i in $(seq 1 "$n"); do
     r="$(boot ours "$our_kernel" "$our_image")"; echo "$r" >> "$work/ours"
     echo "  ours      #$i: ssh-ready $(echo "$r" | awk '{print $1}') ms, RSS $(echo "$r" | awk '{print $2}') MiB"
-    r="$(boot ref "$ref_dir/vmlinuz" "$untrimmed/rootfs.ext4" "$ref_dir/initramfs.cpio.gz")"; echo "$r" >> "$work/ref"
+    r="$(boot ref "$ref_kernel" "$ref_image" "$ref_initrd")"; echo "$r" >> "$work/ref"
     echo "  reference #$i: ssh-ready $(echo "$r" | awk '{print $1}') ms, RSS $(echo "$r" | awk '{print $2}') MiB"
 done
 o_ms="$(awk '{print $1}' "$work/ours" | median)"; r_ms="$(awk '{print $1}' "$work/ref" | median)"
