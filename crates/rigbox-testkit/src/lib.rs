@@ -228,6 +228,8 @@ pub struct Daemon {
     child: Child,
     dir: tempfile::TempDir,
     api_url: String,
+    /// Where the SSH gateway listens (from `ready.json`).
+    ssh_port: u16,
     cfg_path: PathBuf,
     vmm: &'static str,
     /// The node namespace of a QEMU daemon (removed on drop, with its VMs).
@@ -270,6 +272,7 @@ impl Daemon {
             child,
             dir,
             api_url: String::new(),
+            ssh_port: 0,
             cfg_path,
             vmm: "sim",
             netns: None,
@@ -299,6 +302,7 @@ impl Daemon {
             child,
             dir,
             api_url: String::new(),
+            ssh_port: 0,
             cfg_path,
             vmm: "qemu",
             netns: Some(netns),
@@ -372,6 +376,7 @@ impl Daemon {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 if let Ok(v) = serde_json::from_str::<Value>(&text) {
                     d.api_url = v["api_url"].as_str().unwrap_or_default().to_owned();
+                    d.ssh_port = v["ssh"]["port"].as_u64().unwrap_or_default() as u16;
                     return Ok(());
                 }
             }
@@ -389,6 +394,11 @@ impl Daemon {
 
     pub fn api_url(&self) -> String {
         self.api_url.clone()
+    }
+
+    /// The SSH gateway's port on 127.0.0.1.
+    pub fn ssh_port(&self) -> u16 {
+        self.ssh_port
     }
 
     pub fn data_dir(&self) -> PathBuf {

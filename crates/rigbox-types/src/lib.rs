@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod api;
 pub mod error;
+pub mod gateway;
 pub mod ids;
 pub mod names;
 pub mod node;

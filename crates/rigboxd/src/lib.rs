@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod config;
+pub mod gateway;
 
 use anyhow::Context;
 use config::{Config, Role, TlsMode, VmmKind};
@@ -49,53 +50,60 @@ pub async fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// Loads the SSH gateway's host key from the data dir, generating it on first start so it is
-/// stable across restarts; returns its `SHA256:` fingerprint (published by ssh-info).
-pub fn gateway_host_key(data_dir: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = data_dir.join("ssh");
-    private_dir(&dir)?;
-    let path = dir.join("gateway_host_ed25519");
-    let key = if path.exists() {
-        ssh_key::PrivateKey::read_openssh_file(&path)
-            .with_context(|| format!("cannot read the gateway host key {}", path.display()))?
-    } else {
-        let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
-            .context("cannot generate the gateway host key")?;
-        key.write_openssh_file(&path, ssh_key::LineEnding::LF)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        key
-    };
-    Ok(key
-        .public_key()
-        .fingerprint(ssh_key::HashAlg::Sha256)
-        .to_string())
+/// The SSH gateway's keys, generated on first start and kept in `<data-dir>/ssh/` so they are
+/// stable across restarts.
+pub struct GatewayKeys {
+    /// What clients see; its fingerprint is published by ssh-info.
+    pub host: rigbox_ssh::PrivateKey,
+    /// What the gateway signs in to VMs with; its public line goes into every guest's
+    /// `gateway_authorized_keys`.
+    pub client: rigbox_ssh::PrivateKey,
 }
 
-/// The key the SSH gateway signs in to VMs with, generated on first start; returns its public
-/// OpenSSH line (written into every guest's `gateway_authorized_keys`).
-pub fn gateway_client_key(data_dir: &Path) -> anyhow::Result<String> {
+impl GatewayKeys {
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
+        let dir = data_dir.join("ssh");
+        private_dir(&dir)?;
+        let load = |name: &str, comment: &str| -> anyhow::Result<rigbox_ssh::PrivateKey> {
+            let path = dir.join(name);
+            if !path.exists() {
+                generate_key(&path, comment)?;
+            }
+            rigbox_ssh::load_key(&path).map_err(anyhow::Error::msg)
+        };
+        Ok(Self {
+            host: load("gateway_host_ed25519", "rigbox-gateway-host")?,
+            client: load("gateway_client_ed25519", "rigbox-gateway")?,
+        })
+    }
+
+    /// The host key's `SHA256:` fingerprint.
+    pub fn host_fingerprint(&self) -> String {
+        self.host
+            .public_key()
+            .fingerprint(rigbox_ssh::HashAlg::Sha256)
+            .to_string()
+    }
+
+    /// The client key's public OpenSSH line.
+    pub fn client_public_line(&self) -> anyhow::Result<String> {
+        self.client
+            .public_key()
+            .to_openssh()
+            .context("cannot encode the gateway client key")
+    }
+}
+
+/// Writes a new ed25519 key in OpenSSH format, readable by its owner only.
+fn generate_key(path: &Path, comment: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = data_dir.join("ssh");
-    private_dir(&dir)?;
-    let path = dir.join("gateway_client_ed25519");
-    let key = if path.exists() {
-        ssh_key::PrivateKey::read_openssh_file(&path)
-            .with_context(|| format!("cannot read the gateway client key {}", path.display()))?
-    } else {
-        let mut key =
-            ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
-                .context("cannot generate the gateway client key")?;
-        key.set_comment("rigbox-gateway");
-        key.write_openssh_file(&path, ssh_key::LineEnding::LF)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        key
-    };
-    key.public_key()
-        .to_openssh()
-        .context("cannot encode the gateway client key")
+    let mut key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+        .context("cannot generate an SSH key")?;
+    key.set_comment(comment);
+    key.write_openssh_file(path, ssh_key::LineEnding::LF)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
 }
 
 /// The accelerator `--accel` resolves to on this host.
@@ -169,10 +177,13 @@ pub struct Platform {
     /// Node ingress: how the edge and the SSH gateway open streams to VM ports (QEMU only).
     pub ingress: Option<rigbox_node::ingress::Ingress>,
     pub http_addr: SocketAddr,
+    /// Where the SSH gateway listens.
+    pub ssh_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub vmm: VmmKind,
     link: Arc<dyn ControlLink>,
     bridge: Option<tokio::task::JoinHandle<()>>,
+    ssh: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
     node_task: tokio::task::JoinHandle<()>,
     background: tokio::task::JoinHandle<()>,
@@ -199,10 +210,22 @@ impl Platform {
             .await
             .with_context(|| format!("cannot listen on {}:{}", cfg.listen, cfg.http_port))?;
         let http_addr = listener.local_addr()?;
+        let ssh_listener = TcpListener::bind((cfg.listen.as_str(), cfg.ssh_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{} (SSH gateway)",
+                    cfg.listen, cfg.ssh_port
+                )
+            })?;
+        let ssh_addr = ssh_listener.local_addr()?;
         let public_url = format!("http://{http_addr}");
         let mut control = control_config(cfg, &public_url);
-        control.ssh_host_key_fingerprints = vec![gateway_host_key(&data_dir)?];
-        control.gateway_authorized_keys = vec![gateway_client_key(&data_dir)?];
+        let keys = GatewayKeys::load_or_create(&data_dir)?;
+        // With `--ssh-port 0` the published port is the one the system chose.
+        control.ssh_port = ssh_addr.port();
+        control.ssh_host_key_fingerprints = vec![keys.host_fingerprint()];
+        control.gateway_authorized_keys = vec![keys.client_public_line()?];
         control
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -281,6 +304,15 @@ impl Platform {
         let ingress = net
             .clone()
             .map(|n| rigbox_node::ingress::Ingress::new(node.clone(), n));
+        let gateway = rigbox_ssh::Gateway::new(
+            rigbox_ssh::GatewayConfig::new(keys.host, keys.client),
+            Arc::new(gateway::PlatformDirectory {
+                app: app.clone(),
+                ingress: ingress.clone(),
+            }),
+        );
+        let ssh_shutdown = shutdown_tx.subscribe();
+        let ssh = tokio::spawn(async move { gateway.serve(ssh_listener, ssh_shutdown).await });
         Ok(Self {
             app,
             node,
@@ -288,9 +320,11 @@ impl Platform {
             ingress,
             net,
             http_addr,
+            ssh_addr,
             data_dir,
             vmm: cfg.vmm,
             bridge,
+            ssh,
             link,
             server,
             node_task,
@@ -308,6 +342,7 @@ impl Platform {
     pub async fn shutdown(self, stop_vms: bool) {
         let _ = self.shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.ssh.abort();
         self.node.stop();
         self.node_task.abort();
         if let Some(b) = &self.bridge {
@@ -327,9 +362,9 @@ pub fn ready_document(cfg: &Config, p: &Platform) -> serde_json::Value {
     serde_json::json!({
         "pid": std::process::id(),
         "api_url": p.api_url(),
-        // HTTPS (edge role) and the SSH gateway are not part of this build yet.
+        // HTTPS (edge role) is not part of this build yet.
         "https_url": null,
-        "ssh": null,
+        "ssh": {"host": p.ssh_addr.ip().to_string(), "port": p.ssh_addr.port()},
         "base_domain": cfg.base_domain,
         "ca_cert": null,
         "vmm": match p.vmm { VmmKind::Sim => "sim", VmmKind::Qemu => "qemu" },

@@ -13,6 +13,7 @@ use rigbox_types::api::{
     CreateWorkspaceRequest, EnvPatched, EnvVars, Failure, Limits, List, ResizeRequest, SshInfo,
     SshKeySync, Template, Workspace, WorkspaceSshKey, WorkspaceSshKeys, WorkspaceStatus as S,
 };
+use rigbox_types::gateway::{parse_ssh_user, SshRoute};
 use rigbox_types::node::{DesiredState, GuestConfig};
 use rigbox_types::time_fmt::from_micros;
 use rigbox_types::{ErrorCode, WorkspaceId};
@@ -764,6 +765,53 @@ impl App {
             .workspace_by_id(self.store.pool(), caller.workspace_id.as_str())
             .await?
             .ok_or_else(|| ApiError::not_found("workspace"))
+    }
+
+    /// The SSH gateway's routing and authentication (workspaces.md §8): the workspace the
+    /// username names, if the key with this `SHA256:` fingerprint is one of its owner's current
+    /// account keys. Every failure is the same `None`, so nothing reveals whether a workspace
+    /// exists.
+    pub async fn ssh_route(&self, user: &str, fingerprint: &str) -> ApiResult<Option<SshRoute>> {
+        let Some((name, id)) = parse_ssh_user(user) else {
+            return Ok(None);
+        };
+        let Some(row) = self
+            .store
+            .workspace_by_id(self.store.pool(), id.as_str())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if row.name != name {
+            return Ok(None);
+        }
+        let Some(owner) = self.store.user_by_id(&row.user_id).await? else {
+            return Ok(None);
+        };
+        if owner.disabled {
+            return Ok(None);
+        }
+        let Some(key) = self
+            .store
+            .ssh_key_by_fingerprint(&row.user_id, fingerprint)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let now = self.now();
+        const MINUTE_US: i64 = 60 * 1_000_000;
+        if key.last_used_at.is_none_or(|t| t < now - MINUTE_US) {
+            self.store
+                .touch_ssh_key(&key.id, now, now - MINUTE_US)
+                .await?;
+        }
+        Ok(Some(SshRoute {
+            status: status_of(&row),
+            workspace_id: id,
+            workspace_name: row.name,
+            node_id: row.node_id,
+            owner_email: owner.email,
+        }))
     }
 
     /// `GET /rig/v1/whoami`.

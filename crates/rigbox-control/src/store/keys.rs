@@ -198,6 +198,40 @@ impl Store {
         Ok(paginate(rows, limit, |r| (r.created_at, r.id.as_str())))
     }
 
+    /// The user's SSH key with this `SHA256:` fingerprint.
+    pub async fn ssh_key_by_fingerprint(
+        &self,
+        user_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<SshKeyRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, name, public_key, key_type, fingerprint, comment, created_at, \
+             last_used_at FROM ssh_keys WHERE user_id = $1 AND fingerprint = $2",
+        )
+        .bind(user_id)
+        .bind(fingerprint)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Sets an SSH key's `last_used_at` when it is older than `stale_before`.
+    pub async fn touch_ssh_key(
+        &self,
+        id: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ssh_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(stale_before)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     pub async fn delete_ssh_key(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM ssh_keys WHERE user_id = $1 AND id = $2")
             .bind(user_id)
