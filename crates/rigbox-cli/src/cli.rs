@@ -56,6 +56,22 @@ pub enum Cmd {
     /// Create, run and manage workspaces.
     #[command(alias = "ws", subcommand)]
     Workspace(WsCmd),
+    /// Open an SSH session to a workspace through the gateway (runs the system `ssh`).
+    ///
+    /// Arguments after the workspace go to ssh after the target: options, then a command to
+    /// run (`rig ssh my-ws -L 8000:localhost:8000`, `rig ssh my-ws uname -a`).
+    Ssh {
+        /// Workspace ID (ws-…) or name.
+        #[arg(value_name = "WS")]
+        ws: String,
+        /// Passed to ssh after the target.
+        #[arg(
+            value_name = "ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<String>,
+    },
     /// SSH public keys of the account.
     #[command(subcommand)]
     SshKey(SshKeyCmd),

@@ -219,6 +219,7 @@ async fn run_local(
         Cmd::Limits => account::limits(&ctx).await?,
         Cmd::Capacity => account::capacity(&ctx).await?,
         Cmd::Templates(TemplatesCmd::Ls) => account::templates(&ctx).await?,
+        Cmd::Ssh { ws, args } => workspace::ssh(&ctx, &ws, &args).await?,
         Cmd::SshKey(SshKeyCmd::Add { name, file }) => keys::ssh_key_add(&ctx, name, file).await?,
         Cmd::SshKey(SshKeyCmd::Ls) => keys::ssh_key_ls(&ctx).await?,
         Cmd::SshKey(SshKeyCmd::Rm { key }) => keys::ssh_key_rm(&ctx, &key).await?,

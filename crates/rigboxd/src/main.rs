@@ -302,9 +302,11 @@ async fn up(mut cfg: Config, args: &UpArgs) -> anyhow::Result<()> {
             rigboxd::resolve_accel(cfg.accel).as_str()
         ),
     };
+    let ssh = platform.ssh_addr;
     println!(
-        "Rigbox {} is up ({vmm}).\n\n  Console:  {url}/\n  API:      {url}/api/v1\n  Data dir: {}\n\nCreate the first user:\n  echo 'a-long-password' | rigboxd admin --data-dir {} user create --email you@example.com\nThen sign in the CLI:\n  rig login --api-url {url}\n\nPress Ctrl-C to stop.",
+        "Rigbox {} is up ({vmm}).\n\n  Console:  {url}/\n  API:      {url}/api/v1\n  SSH:      {ssh} (gateway; host key {})\n  Data dir: {}\n\nCreate the first user:\n  echo 'a-long-password' | rigboxd admin --data-dir {} user create --email you@example.com\nThen sign in the CLI, add your SSH key and start a workspace:\n  rig login --api-url {url}\n  rig ssh-key add\n  rig workspace spawn --name demo\n  rig ssh demo\n\nPress Ctrl-C to stop.",
         rigboxd::VERSION,
+        platform.app.config.ssh_host_key_fingerprints.join(", "),
         platform.data_dir.display(),
         platform.data_dir.display(),
     );

@@ -235,6 +235,47 @@ async fn ssh_through_the_gateway_like_a_user() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
 
+    // `rig ssh` runs the system ssh with the workspace's target (its `*.localhost` host goes
+    // to the loopback address) and exits with the session's status.
+    let rig = |args: &[&str]| {
+        Command::new(rigbox_testkit::workspace_bin("rig"))
+            .args(args)
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("RIGBOX_MODE", "local")
+            .env("RIGBOX_API_URL", vms.daemon.api_url())
+            .env("RIGBOX_API_KEY", &vms.token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rig")
+    };
+    let info = rig(&["workspace", "ssh-info", "gw"]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains(published) && text.contains("rig ssh gw"),
+        "{text}"
+    );
+    let key = me.key.display().to_string();
+    let out = rig(&[
+        "ssh",
+        "gw",
+        "-i",
+        &key,
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "echo via-rig; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-rig\n");
+
     // An interactive shell with a pty: typing, the window size and its changes, Ctrl-C, and
     // the exit status of the session.
     let tmux = Tmux {

@@ -1,5 +1,6 @@
 //! `rigboxd` killed with SIGKILL (no clean shutdown) while workspaces are starting and stopping,
-//! then started again on the same data dir: each workspace ends in the right state.
+//! then started again on the same data dir: each workspace ends in the right state, and the SSH
+//! gateway presents the same host key (users' known_hosts stay valid).
 
 use rigbox_testkit::{Client, Daemon, PASSWORD};
 use serde_json::json;
@@ -28,7 +29,7 @@ async fn sigkill_mid_start_and_mid_stop_converges() {
         a["id"].as_str().expect("id").to_owned(),
         b["id"].as_str().expect("id").to_owned(),
     );
-    c.wait_status(&a, "provisioned", t).await;
+    let before = c.wait_status(&a, "provisioned", t).await["ssh"].clone();
     c.wait_status(&b, "provisioned", t).await;
     c.post(&format!("/workspaces/{b}/start"), json!({})).await;
     c.wait_status(&b, "running", t).await;
@@ -52,4 +53,29 @@ async fn sigkill_mid_start_and_mid_stop_converges() {
         c.get(&format!("/workspaces/{a}/env")).await.1["env_vars"],
         json!({"X": "1"})
     );
+    let after = &w_a_ssh(&c, &a).await;
+    assert_eq!(
+        after["host_key_fingerprints"],
+        before["host_key_fingerprints"]
+    );
+    assert_eq!(after["user"], before["user"]);
+    // The gateway (on its new port) presents that same key.
+    assert_eq!(after["port"], d.ssh_port());
+    let scan = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ssh-keyscan -t ed25519 -p {} 127.0.0.1 2>/dev/null | ssh-keygen -lf -",
+            d.ssh_port()
+        ))
+        .output()
+        .expect("ssh-keyscan");
+    let presented = String::from_utf8_lossy(&scan.stdout);
+    let published = before["host_key_fingerprints"][0]
+        .as_str()
+        .expect("fingerprint");
+    assert!(presented.contains(published), "{presented} vs {published}");
+}
+
+async fn w_a_ssh(c: &Client, id: &str) -> serde_json::Value {
+    c.get(&format!("/workspaces/{id}")).await.1["ssh"].clone()
 }

@@ -445,8 +445,10 @@ pub async fn ssh_info(ctx: &Ctx, ws: &str) -> CliResult<Out> {
         .map(|a| a.iter().map(cell).collect())
         .unwrap_or_default();
     let mut msg = format!(
-        "{}\n\n{}\nHost key fingerprints:",
+        "{}\n(or: {} ssh {})\n\n{}\nHost key fingerprints:",
         cell(&s["command"]),
+        crate::bin_name(),
+        cell(&w["name"]),
         labelled(&[
             ("User", &s["user"]),
             ("Host", &s["host"]),
@@ -461,6 +463,52 @@ pub async fn ssh_info(ctx: &Ctx, ws: &str) -> CliResult<Out> {
         msg.push_str(&format!("\n  {f}"));
     }
     Ok(Out::doc(doc).with_message(msg))
+}
+
+/// The `ssh` arguments that reach a workspace's ssh block: `-p` unless 22, and for a
+/// `*.localhost` host (one-machine mode) the loopback address, which RFC 6761 reserves it for
+/// but the system resolver may not know.
+pub fn ssh_args(ssh: &Value) -> CliResult<Vec<String>> {
+    let (Some(user), Some(host), Some(port)) = (
+        ssh["user"].as_str(),
+        ssh["host"].as_str(),
+        ssh["port"].as_u64(),
+    ) else {
+        return Err(CliError::new(
+            "invalid_response",
+            "The API returned a workspace without SSH details.",
+            crate::exit::ERROR,
+        ));
+    };
+    let mut args = Vec::new();
+    if port != 22 {
+        args.extend(["-p".to_owned(), port.to_string()]);
+    }
+    if host == "localhost" || host.ends_with(".localhost") {
+        args.extend(["-o".to_owned(), "HostName=127.0.0.1".to_owned()]);
+    }
+    args.push(format!("{user}@{host}"));
+    Ok(args)
+}
+
+/// `ssh <WS> [ARGS]…`: replaces this process with the system ssh, so the session's exit status
+/// is rig's.
+pub async fn ssh(ctx: &Ctx, ws: &str, extra: &[String]) -> CliResult<Out> {
+    use std::os::unix::process::CommandExt;
+    ctx.api.require_key()?;
+    let w = ctx.api.get(&ws_path(ws)).await?;
+    // ssh reads options after the destination too (the spec's own `ssh <target> -p <port>`),
+    // so whatever follows is passed on as typed: options, then the remote command.
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.args(ssh_args(&w["ssh"])?).args(extra);
+    let err = cmd.exec();
+    Err(CliError::new(
+        "ssh_unavailable",
+        format!(
+            "Cannot run ssh: {err}. Install the OpenSSH client (apt-get install openssh-client)."
+        ),
+        crate::exit::ERROR,
+    ))
 }
 
 /// `{key, value}` items of an env map, sorted by key, values masked unless `reveal`.

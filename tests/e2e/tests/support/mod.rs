@@ -22,6 +22,8 @@ pub fn enabled() -> bool {
 pub struct Vms {
     pub daemon: Daemon,
     pub api: Client,
+    /// The account's API key (for the `rig` CLI).
+    pub token: String,
     pub key: PathBuf,
     _keydir: tempfile::TempDir,
 }
@@ -33,7 +35,7 @@ impl Vms {
             .create_user("vm@example.com", PASSWORD)
             .await
             .expect("user");
-        let api = Client::new(&daemon.api_url(), Some(token));
+        let api = Client::new(&daemon.api_url(), Some(token.clone()));
         let keydir = tempfile::tempdir().expect("tempdir");
         let key = keydir.path().join("id_ed25519");
         let out = Command::new("ssh-keygen")
@@ -53,6 +55,7 @@ impl Vms {
         Self {
             daemon,
             api,
+            token,
             key,
             _keydir: keydir,
         }
