@@ -72,6 +72,9 @@ pub enum Cmd {
         )]
         args: Vec<String>,
     },
+    /// Apps: HTTPS routes to ports of your workspaces.
+    #[command(subcommand)]
+    App(AppCmd),
     /// SSH public keys of the account.
     #[command(subcommand)]
     SshKey(SshKeyCmd),
@@ -300,6 +303,109 @@ pub enum EnvCmd {
     },
 }
 
+/// `--public | --private | --emails a,b` (at most one).
+#[derive(Args, Debug, Clone, Default)]
+#[group(multiple = false)]
+pub struct ShareFlags {
+    /// Anyone may reach the app.
+    #[arg(long)]
+    pub public: bool,
+    /// Only you may reach the app (the default for new apps).
+    #[arg(long)]
+    pub private: bool,
+    /// You and these users (by account email): visibility `privileged`.
+    #[arg(long, value_name = "EMAILS", value_delimiter = ',')]
+    pub emails: Option<Vec<String>>,
+}
+
+impl ShareFlags {
+    pub fn share(&self) -> crate::commands::apps::Share {
+        crate::commands::apps::Share {
+            public: self.public,
+            private: self.private,
+            emails: self.emails.clone(),
+        }
+    }
+}
+
+/// `app …`.
+#[derive(Subcommand, Debug)]
+pub enum AppCmd {
+    /// Publish a port of a workspace at https://<name>.<base-domain>.
+    New {
+        /// App name (slugified; it becomes the host name).
+        #[arg(long, value_name = "N")]
+        name: String,
+        /// Workspace ID or name (not inside a workspace, which uses itself).
+        #[arg(short = 'w', long = "workspace", value_name = "WS")]
+        workspace: Option<String>,
+        /// Port inside the VM [default: 3000].
+        #[arg(long, value_name = "P")]
+        port: Option<i64>,
+        /// How the edge talks to the port: http or h2c.
+        #[arg(long, value_name = "http|h2c")]
+        protocol: Option<String>,
+        #[command(flatten)]
+        share: ShareFlags,
+        /// Free text, at most 500 characters.
+        #[arg(long, value_name = "D")]
+        description: Option<String>,
+    },
+    /// List apps (of one workspace with -w).
+    Ls {
+        /// Only the apps of this workspace.
+        #[arg(short = 'w', long = "workspace", value_name = "WS")]
+        workspace: Option<String>,
+    },
+    /// Show an app with every field.
+    Get {
+        /// App ID (app-…) or name.
+        #[arg(value_name = "APP")]
+        app: String,
+    },
+    /// Delete an app (its route only; nothing in the VM changes).
+    Rm {
+        /// App ID (app-…) or name.
+        #[arg(value_name = "APP")]
+        app: String,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+    /// Change who may reach an app.
+    Share {
+        /// App ID (app-…) or name.
+        #[arg(value_name = "APP")]
+        app: String,
+        #[command(flatten)]
+        share: ShareFlags,
+    },
+    /// Rename, re-target, describe, enable or disable an app.
+    Update {
+        /// App ID (app-…) or name.
+        #[arg(value_name = "APP")]
+        app: String,
+        /// New name (the app moves to the new host at once).
+        #[arg(long, value_name = "N")]
+        name: Option<String>,
+        /// New port inside the VM.
+        #[arg(long, value_name = "P")]
+        port: Option<i64>,
+        /// http or h2c.
+        #[arg(long, value_name = "X")]
+        protocol: Option<String>,
+        /// New description.
+        #[arg(long, value_name = "D")]
+        description: Option<String>,
+        /// Serve the route again.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Keep the app but answer 503 on its route.
+        #[arg(long)]
+        disable: bool,
+    },
+}
+
 /// `workspace ssh-keys …`.
 #[derive(Subcommand, Debug)]
 pub enum WsKeysCmd {
@@ -473,10 +579,10 @@ mod tests {
         assert!(parse(&["login", "--token", "--import-token"]).is_err());
         assert!(parse(&["ws", "new"]).is_err(), "--name is required");
         assert!(parse(&["ws", "env", "set"]).is_err());
-        assert!(
-            parse(&["app", "ls"]).is_err(),
-            "apps are not part of this binary yet"
-        );
+        assert!(parse(&["app", "share", "x", "--public", "--private"]).is_err());
+        assert!(parse(&["app", "share", "x", "--public", "--emails", "a@b.c"]).is_err());
+        assert!(parse(&["app", "update", "x", "--enable", "--disable"]).is_err());
+        assert!(parse(&["app", "new"]).is_err(), "--name is required");
         assert!(parse(&["credits"]).is_err());
     }
 

@@ -18,7 +18,7 @@ mod prompt;
 mod wait;
 
 use clap::{CommandFactory, FromArgMatches};
-use cli::{ApiKeyCmd, Cli, Cmd, EnvCmd, SshKeyCmd, TemplatesCmd, WsCmd, WsKeysCmd};
+use cli::{ApiKeyCmd, AppCmd, Cli, Cmd, EnvCmd, SshKeyCmd, TemplatesCmd, WsCmd, WsKeysCmd};
 use commands::{account, api, inside, keys, workspace, Ctx};
 use error::{exit, CliError, CliResult};
 use mode::Mode;
@@ -167,6 +167,7 @@ async fn run_workspace(cli: Cli, bridge_url: &str, cmd: clap::Command) -> CliRes
             api::completions(shell, cmd, bin_name())?;
             Ok(Out::silent())
         }
+        Cmd::App(a) => run_app_cmd(&bridge, a, false).await,
         _ => Err(CliError::usage(format!(
             "{} {} is not available inside a workspace; run it on your own machine",
             bin_name(),
@@ -220,6 +221,7 @@ async fn run_local(
         Cmd::Capacity => account::capacity(&ctx).await?,
         Cmd::Templates(TemplatesCmd::Ls) => account::templates(&ctx).await?,
         Cmd::Ssh { ws, args } => workspace::ssh(&ctx, &ws, &args).await?,
+        Cmd::App(a) => run_app_cmd(&ctx.api, a, true).await?,
         Cmd::SshKey(SshKeyCmd::Add { name, file }) => keys::ssh_key_add(&ctx, name, file).await?,
         Cmd::SshKey(SshKeyCmd::Ls) => keys::ssh_key_ls(&ctx).await?,
         Cmd::SshKey(SshKeyCmd::Rm { key }) => keys::ssh_key_rm(&ctx, &key).await?,
@@ -237,6 +239,66 @@ async fn run_local(
         Cmd::Workspace(w) => run_workspace_cmd(&ctx, w).await?,
     };
     Ok((out, exit::OK))
+}
+
+/// `app …` in either mode: `local` talks to `/api/v1`, otherwise to the bridge's `/rig/v1`.
+async fn run_app_cmd(api: &client::Api, a: AppCmd, local: bool) -> CliResult<Out> {
+    use commands::apps::{self, Scope, Update};
+    fn scope(local: bool, ws: Option<&str>) -> CliResult<Scope<'_>> {
+        match (local, ws) {
+            (true, ws) => Ok(Scope::Local(ws)),
+            (false, None) => Ok(Scope::Workspace),
+            (false, Some(_)) => Err(CliError::usage(
+                "inside a workspace, app commands act on the current workspace; drop -w",
+            )),
+        }
+    }
+    match a {
+        AppCmd::New {
+            name,
+            workspace,
+            port,
+            protocol,
+            share,
+            description,
+        } => {
+            apps::new(
+                api,
+                scope(local, workspace.as_deref())?,
+                &name,
+                port,
+                protocol.as_deref(),
+                &share.share(),
+                description.as_deref(),
+            )
+            .await
+        }
+        AppCmd::Ls { workspace } => apps::ls(api, scope(local, workspace.as_deref())?).await,
+        AppCmd::Get { app } => apps::get(api, scope(local, None)?, &app).await,
+        AppCmd::Rm { app, yes } => apps::rm(api, scope(local, None)?, &app, yes).await,
+        AppCmd::Share { app, share } => {
+            apps::share(api, scope(local, None)?, &app, &share.share()).await
+        }
+        AppCmd::Update {
+            app,
+            name,
+            port,
+            protocol,
+            description,
+            enable,
+            disable,
+        } => {
+            let u = Update {
+                name,
+                port,
+                protocol,
+                description,
+                enable,
+                disable,
+            };
+            apps::update(api, scope(local, None)?, &app, &u).await
+        }
+    }
 }
 
 async fn run_workspace_cmd(ctx: &Ctx, w: WsCmd) -> CliResult<Out> {

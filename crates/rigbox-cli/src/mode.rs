@@ -55,7 +55,7 @@ pub fn detect_with(forced: Option<&str>, bridge_env: Option<&str>, meta: Option<
 }
 
 /// Top-level commands available in workspace mode (besides `help`).
-const WORKSPACE_COMMANDS: &[&str] = &["whoami", "status", "workspace", "completions"];
+const WORKSPACE_COMMANDS: &[&str] = &["whoami", "status", "workspace", "app", "completions"];
 /// `workspace` subcommands available in workspace mode.
 const WORKSPACE_WS_COMMANDS: &[&str] = &["get"];
 
@@ -233,7 +233,7 @@ mod tests {
             .filter(|s| !s.is_hide_set())
             .map(|s| s.get_name())
             .collect();
-        assert_eq!(visible, ["whoami", "status", "workspace", "completions"]);
+        assert_eq!(visible, ["whoami", "status", "workspace", "app", "completions"]);
         let ws = cmd.find_subcommand("workspace").expect("workspace");
         let visible: Vec<&str> = ws
             .get_subcommands()

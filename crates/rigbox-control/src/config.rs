@@ -40,6 +40,11 @@ pub struct ControlConfig {
     pub gateway_authorized_keys: Vec<String>,
     /// Console session cookie gets `Secure` (off only for plain-HTTP local runs).
     pub secure_cookies: bool,
+    /// App names refused besides the built-in ones and the region names.
+    pub reserved_app_names: Vec<String>,
+    /// Origin suffix of app URLs: `https://<app>.<base-domain><apps_port_suffix>`, e.g.
+    /// `:8443` when the edge is not on 443.
+    pub apps_port_suffix: String,
 }
 
 /// Requests per minute per class (limits-and-accounts.md §6).
@@ -157,6 +162,8 @@ impl Default for ControlConfig {
             max_body_bytes: 1024 * 1024,
             ssh_port: 2222,
             ssh_host_key_fingerprints: Vec::new(),
+            reserved_app_names: Vec::new(),
+            apps_port_suffix: String::new(),
             gateway_authorized_keys: Vec::new(),
             secure_cookies: true,
         }

@@ -607,9 +607,12 @@ async fn workspace_create_rules() {
     let id = w["id"].as_str().expect("id");
     let suffix = &id[3..];
     assert_eq!(w["ssh"]["user"], format!("my-project-{suffix}"));
+    // The published port is the gateway's (a free one in tests).
+    let port = tp.platform().ssh_addr.port();
+    assert_eq!(w["ssh"]["port"], port);
     assert_eq!(
         w["ssh"]["command"],
-        format!("ssh my-project-{suffix}@local.rigbox.localhost -p 2222")
+        format!("ssh my-project-{suffix}@local.rigbox.localhost -p {port}")
     );
     assert!(w["ssh"]["host_key_fingerprints"][0]
         .as_str()

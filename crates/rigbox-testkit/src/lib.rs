@@ -22,6 +22,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     let mut cfg = Config {
         data_dir: Some(data_dir.to_path_buf()),
         http_port: 0,
+        // The gateway takes a free port too: tests run side by side.
+        ssh_port: 0,
         tls: TlsMode::Off,
         vmm: VmmKind::Sim,
         ..Config::default()
@@ -38,6 +40,8 @@ pub fn test_config(data_dir: &Path) -> Config {
 pub struct Client {
     pub base: String,
     pub token: Option<String>,
+    /// Path prefix of every request (`/api/v1`, or empty for [`Client::with_base`]).
+    prefix: &'static str,
     http: reqwest::Client,
 }
 
@@ -49,7 +53,16 @@ impl Client {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
+            prefix: "/api/v1",
             http: reqwest::Client::new(),
+        }
+    }
+
+    /// A client of another API root, e.g. a bridge's `http://…/rig/v1`.
+    pub fn with_base(base: &str, token: Option<String>) -> Self {
+        Self {
+            prefix: "",
+            ..Self::new(base, token)
         }
     }
 
@@ -72,7 +85,9 @@ impl Client {
         json: bool,
     ) -> reqwest::Response {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
-        let mut req = self.http.request(m, format!("{}/api/v1{path}", self.base));
+        let mut req = self
+            .http
+            .request(m, format!("{}{}{path}", self.base, self.prefix));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

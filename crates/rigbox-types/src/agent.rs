@@ -151,7 +151,7 @@ pub struct BridgeWorkspace {
     /// `managed` (the platform's AI proxy) or `byok`.
     pub ai_mode: String,
     /// This workspace's apps.
-    pub apps: Vec<serde_json::Value>,
+    pub apps: Vec<crate::api::App>,
     pub created_at: String,
     pub started_at: Option<String>,
 }

@@ -438,6 +438,115 @@ pub struct Workspace {
     pub stopped_at: Option<String>,
 }
 
+/// How the edge talks to an app's port (apps-and-routing.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppProtocol {
+    #[default]
+    Http,
+    H2c,
+}
+
+/// Who may reach an app (apps-and-routing.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppVisibility {
+    #[default]
+    Private,
+    Public,
+    Privileged,
+}
+
+/// Whether an app's route serves (`inactive` answers 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppStatus {
+    #[default]
+    Active,
+    Inactive,
+}
+
+macro_rules! str_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(Self::$v),)* _ => None }
+            }
+        }
+    };
+}
+str_enum!(AppProtocol { Http => "http", H2c => "h2c" });
+str_enum!(AppVisibility { Private => "private", Public => "public", Privileged => "privileged" });
+str_enum!(AppStatus { Active => "active", Inactive => "inactive" });
+
+/// An app: `https://<name>.<base-domain>` routed to a port of a workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub workspace_id: String,
+    pub user_id: String,
+    pub port: i64,
+    pub protocol: AppProtocol,
+    pub visibility: AppVisibility,
+    pub allowed_emails: Vec<String>,
+    pub status: AppStatus,
+    pub description: Option<String>,
+    pub custom_domain: Option<String>,
+    pub custom_domain_verified: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /apps` (and `POST /rig/v1/apps`, where `workspace_id` is the caller's workspace).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppRequest {
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub protocol: Option<AppProtocol>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub visibility: Option<AppVisibility>,
+    #[serde(default)]
+    pub allowed_emails: Option<Vec<String>>,
+}
+
+/// `PATCH /apps/{app}`: omitted keeps; `description: null` clears.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchAppRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub protocol: Option<AppProtocol>,
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(default)]
+    pub status: Option<AppStatus>,
+}
+
+/// `PUT /apps/{app}/visibility`: the whole list is replaced (omitted = empty).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VisibilityRequest {
+    pub visibility: AppVisibility,
+    #[serde(default)]
+    pub allowed_emails: Option<Vec<String>>,
+}
+
 /// `POST /workspaces`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -23,6 +23,7 @@ pub enum ErrorCode {
     InvalidState,
     NotRetryable,
     NameTaken,
+    NameReserved,
     EmailTaken,
     DuplicateKey,
     RateLimited,
@@ -46,7 +47,9 @@ impl ErrorCode {
             LimitExceeded => 402,
             Forbidden | AccountDisabled | SignupDisabled => 403,
             NotFound => 404,
-            InvalidState | NotRetryable | NameTaken | EmailTaken | DuplicateKey => 409,
+            InvalidState | NotRetryable | NameTaken | NameReserved | EmailTaken | DuplicateKey => {
+                409
+            }
             RateLimited => 429,
             Internal => 500,
             NodeUnavailable | InsufficientCapacity => 503,
@@ -73,6 +76,7 @@ impl ErrorCode {
             InvalidState => "invalid_state",
             NotRetryable => "not_retryable",
             NameTaken => "name_taken",
+            NameReserved => "name_reserved",
             EmailTaken => "email_taken",
             DuplicateKey => "duplicate_key",
             RateLimited => "rate_limited",

@@ -93,6 +93,11 @@ prefixed_id!(
     UserId,
     "usr-"
 );
+prefixed_id!(
+    /// An app: `app-` + 8 characters.
+    AppId,
+    "app-"
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,4 +13,4 @@ pub mod node;
 pub mod time_fmt;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use ids::{UserId, WorkspaceId};
+pub use ids::{AppId, UserId, WorkspaceId};

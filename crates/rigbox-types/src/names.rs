@@ -24,7 +24,9 @@ pub fn slugify(input: &str) -> String {
 pub enum NameError {
     #[error("name must be 2-40 characters of [a-z0-9-] after slugification, got {0:?}")]
     Length(String),
-    #[error("name {0:?} looks like a workspace ID")]
+    #[error("name must be 2-63 characters of [a-z0-9-] after slugification, got {0:?}")]
+    AppLength(String),
+    #[error("name {0:?} looks like an ID")]
     LooksLikeId(String),
 }
 
@@ -35,6 +37,18 @@ pub fn workspace_name(input: &str) -> Result<String, NameError> {
         return Err(NameError::Length(slug));
     }
     if crate::ids::has_id_shape(&slug, "ws-") {
+        return Err(NameError::LooksLikeId(slug));
+    }
+    Ok(slug)
+}
+
+/// Slugifies and validates an app name (2–63 characters: one DNS label).
+pub fn app_name(input: &str) -> Result<String, NameError> {
+    let slug = slugify(input);
+    if !(2..=63).contains(&slug.len()) {
+        return Err(NameError::AppLength(slug));
+    }
+    if crate::ids::has_id_shape(&slug, "app-") {
         return Err(NameError::LooksLikeId(slug));
     }
     Ok(slug)

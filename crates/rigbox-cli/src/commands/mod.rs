@@ -4,6 +4,7 @@
 //!
 //! - `account`: login, logout, whoami, status, limits, capacity, templates
 //! - `workspace`: `workspace …` (alias `ws`)
+//! - `apps`: `app …`, in both modes
 //! - `keys`: `ssh-key …` and `api-key …`
 //! - `api`: the raw `api` command and `completions`
 //! - `inside`: the workspace-mode variants of whoami, status and `workspace get`
@@ -12,6 +13,7 @@
 pub mod account;
 pub mod agent;
 pub mod api;
+pub mod apps;
 pub mod inside;
 pub mod keys;
 pub mod workspace;

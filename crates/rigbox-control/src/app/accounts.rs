@@ -201,7 +201,7 @@ impl App {
     pub async fn logout(&self, p: &Principal) -> ApiResult<()> {
         match &p.method {
             AuthMethod::Session { id, .. } => Ok(self.store.delete_session(id).await?),
-            AuthMethod::ApiKey { .. } => Err(ApiError::validation(
+            AuthMethod::ApiKey { .. } | AuthMethod::Workspace { .. } => Err(ApiError::validation(
                 "API keys are not signed out; revoke them with DELETE /api-keys/{id}.",
             )),
         }
@@ -212,6 +212,7 @@ impl App {
         let (auth_method, api_key_id) = match &p.method {
             AuthMethod::Session { .. } => ("session", None),
             AuthMethod::ApiKey { id } => ("api_key", Some(id.clone())),
+            AuthMethod::Workspace { .. } => ("workspace_ip", None),
         };
         Me {
             user: user_view(&p.user),

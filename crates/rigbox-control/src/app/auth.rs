@@ -25,6 +25,10 @@ pub enum AuthMethod {
     ApiKey {
         id: String,
     },
+    /// A workspace calling through its node's bridge, acting for its owner (`/rig/v1`).
+    Workspace {
+        id: String,
+    },
 }
 
 /// The authenticated caller.
@@ -39,7 +43,7 @@ impl Principal {
     pub fn require_session(&self) -> ApiResult<&str> {
         match &self.method {
             AuthMethod::Session { id, .. } => Ok(id),
-            AuthMethod::ApiKey { .. } => Err(ApiError::forbidden(
+            AuthMethod::ApiKey { .. } | AuthMethod::Workspace { .. } => Err(ApiError::forbidden(
                 "This action needs a console session; API keys cannot do it.",
             )),
         }

@@ -832,6 +832,7 @@ impl App {
     /// `GET /rig/v1/workspace`.
     pub async fn bridge_workspace(&self, caller: &BridgeCaller) -> ApiResult<BridgeWorkspace> {
         let row = self.caller_row(caller).await?;
+        let apps = self.bridge_apps(caller).await?;
         let w = self.workspace_view(&row);
         Ok(BridgeWorkspace {
             id: w.id,
@@ -846,7 +847,7 @@ impl App {
             disk_size_mb: w.disk_size_mb,
             ssh: w.ssh,
             ai_mode: "managed".into(),
-            apps: Vec::new(),
+            apps,
             created_at: w.created_at,
             started_at: w.started_at,
         })

@@ -3,6 +3,7 @@
 //! call one `App` function, map the error.
 
 mod accounts;
+mod apps;
 mod console;
 pub mod error;
 mod extract;
@@ -84,6 +85,12 @@ fn api_routes() -> Router<AppState> {
             "/workspaces/{ws}/env",
             get(workspaces::get_env).patch(workspaces::patch_env),
         )
+        .route("/apps", get(apps::list).post(apps::create))
+        .route(
+            "/apps/{app}",
+            get(apps::get).patch(apps::patch).delete(apps::delete),
+        )
+        .route("/apps/{app}/visibility", put(apps::visibility))
         .route("/workspaces/{ws}/ssh-keys", get(workspaces::ssh_keys))
         .route(
             "/workspaces/{ws}/ssh-keys/sync",

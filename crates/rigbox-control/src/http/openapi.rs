@@ -2,7 +2,7 @@
 //! `/api/v1/openapi.json`. A checked-in copy (`docs/openapi.json`) is compared against it by a
 //! test, so the published contract cannot drift from the code.
 
-use super::{accounts, keys, public, workspaces};
+use super::{accounts, apps, keys, public, workspaces};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -102,6 +102,7 @@ impl Modify for Security {
         workspaces::list, workspaces::create, workspaces::get, workspaces::delete,
         workspaces::start, workspaces::stop, workspaces::restart, workspaces::cancel, workspaces::retry,
         workspaces::resize, workspaces::get_env, workspaces::patch_env, workspaces::ssh_keys, workspaces::sync_ssh_keys,
+        apps::list, apps::create, apps::get, apps::patch, apps::delete, apps::visibility,
     ),
     components(schemas(rigbox_types::ErrorBody, rigbox_types::ErrorDetail, rigbox_types::ErrorCode))
 )]
@@ -148,6 +149,8 @@ mod tests {
             "/api/v1/auth/login",
             "/api/v1/ssh-keys",
             "/api/v1/users/me/limits",
+            "/api/v1/apps",
+            "/api/v1/apps/{app}/visibility",
         ] {
             assert!(
                 paths.contains_key(p),

@@ -2,10 +2,12 @@
 //! SQL itself. Statements are portable (SQLite today, PostgreSQL next): `$N` placeholders,
 //! BIGINT microsecond times, no engine-specific functions.
 
+mod apps;
 mod keys;
 mod users;
 mod workspaces;
 
+pub use apps::*;
 pub use keys::*;
 pub use users::*;
 pub use workspaces::*;
