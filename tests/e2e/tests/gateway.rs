@@ -566,8 +566,41 @@ async fn ssh_through_the_gateway_like_a_user() {
         "no log line shows the 100 MiB upload:\n{log}"
     );
 
-    // A stopped workspace: the session is accepted, says why on stderr and exits 1.
+    // Stopping the workspace ends the sessions in it; afterwards a session is accepted, says
+    // why on stderr and exits 1.
+    let mut open = Command::new("ssh")
+        .args(me.opts())
+        .args([
+            "-p",
+            &port.to_string(),
+            &format!("{user}@127.0.0.1"),
+            "echo started; sleep 600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh");
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(open.stdout.as_mut().expect("stdout"));
+        out.read_line(&mut line).expect("read");
+        assert_eq!(line, "started\n");
+    }
     vms.stop_ws(&id).await;
+    let start = Instant::now();
+    let ended = loop {
+        if let Some(status) = open.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the session outlived its workspace"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!ended.success());
     let out = me.ssh(&user, &[], "true");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
