@@ -233,7 +233,10 @@ mod tests {
             .filter(|s| !s.is_hide_set())
             .map(|s| s.get_name())
             .collect();
-        assert_eq!(visible, ["whoami", "status", "workspace", "app", "completions"]);
+        assert_eq!(
+            visible,
+            ["whoami", "status", "workspace", "app", "completions"]
+        );
         let ws = cmd.find_subcommand("workspace").expect("workspace");
         let visible: Vec<&str> = ws
             .get_subcommands()

@@ -1002,3 +1002,69 @@ async fn workspace_mode_uses_the_bridge_and_hides_local_commands() {
         "{help}"
     );
 }
+
+#[tokio::test]
+async fn apps_from_the_cli() {
+    let (_d, rig) = setup().await;
+    assert_eq!(rig.json(&["ws", "new", "--name", "site", "--no-wait"]).0, 0);
+    // new needs a workspace outside one.
+    let (code, _, err) = rig.json(&["app", "new", "--name", "x1"]);
+    assert_eq!(code, 1, "{err}");
+    let out = rig.run(&[
+        "app", "new", "--name", "My Blog", "-w", "site", "--port", "8080", "--public",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("https://my-blog.rigbox.localhost") && text.contains("public"),
+        "{text}"
+    );
+    assert!(text.contains("The name became my-blog"), "{text}");
+    let (code, a, _) = rig.json(&["app", "get", "my-blog"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (a["port"].as_i64(), a["visibility"].as_str()),
+        (Some(8080), Some("public"))
+    );
+    // ls: table with the spec's columns.
+    let out = rig.run(&["app", "ls", "-w", "site"]);
+    let table = stdout(&out);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("my-blog") && table.contains("8080"),
+        "{table}"
+    );
+    // share: exactly one option; --emails makes it privileged with that list.
+    let out = rig.run(&[
+        "app",
+        "share",
+        "my-blog",
+        "--emails",
+        "a@example.com,B@example.com",
+    ]);
+    assert!(stdout(&out).contains("privileged"), "{}", stdout(&out));
+    let (_, a, _) = rig.json(&["app", "get", "my-blog"]);
+    assert_eq!(
+        a["allowed_emails"],
+        json!(["a@example.com", "b@example.com"])
+    );
+    assert_ne!(rig.run(&["app", "share", "my-blog"]).status.code(), Some(0));
+    // update: a rename prints the new URL; --disable keeps the app.
+    let out = rig.run(&["app", "update", "my-blog", "--name", "journal", "--disable"]);
+    assert!(
+        stdout(&out).contains("https://journal.rigbox.localhost"),
+        "{}",
+        stdout(&out)
+    );
+    let (_, a, _) = rig.json(&["app", "get", "journal"]);
+    assert_eq!(a["status"], "inactive");
+    // Errors keep the API's code and exit status.
+    let (code, _, err) = rig.json(&["app", "new", "--name", "www", "-w", "site"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("name_reserved"), "{err}");
+    let (code, _, _) = rig.json(&["app", "get", "nope"]);
+    assert_eq!(code, 3);
+    // rm with --yes.
+    assert_eq!(rig.json(&["app", "rm", "journal", "--yes"]).0, 0);
+    assert_eq!(rig.json(&["app", "get", "journal"]).0, 3);
+}
