@@ -1,0 +1,244 @@
+//! The Rigbox edge (apps-and-routing.md §3–§7): every HTTP(S) request to the platform arrives
+//! here. Requests for the base domain (or an IP, or `localhost`) go to the control plane's
+//! console and API; requests for `<app>.<base-domain>` are checked against the app's
+//! visibility and forwarded as HTTP/1.1 to the app's port in its VM through node ingress.
+//!
+//! Routes are read from the control plane at every request through [`Directory`], so an app
+//! created, renamed, deleted or re-shared serves (or stops serving) from the next request on,
+//! without touching other connections. TLS identities come from a [`tls::CertSource`].
+//!
+//! Not yet here (next steps of issue 5): the browser login round-trip (`/.rigbox/auth/*` and the
+//! console's `/app-auth`, so a private app's browser redirect lands on a page that exists),
+//! `h2c` upstreams, HTTP/2 extended CONNECT for WebSockets, the health probe.
+
+pub mod host;
+mod proxy;
+mod response;
+pub mod tls;
+
+pub use response::{full as full_body, EdgeBody};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rigbox_types::api::{AppStatus, AppVisibility};
+use rigbox_types::WorkspaceId;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request head (request line and headers) the edge reads.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Everything the edge needs to know about an app to serve a request for it.
+#[derive(Debug, Clone)]
+pub struct AppRoute {
+    pub app_id: String,
+    pub name: String,
+    pub workspace_id: WorkspaceId,
+    pub workspace_running: bool,
+    pub status: AppStatus,
+    pub port: u16,
+    pub visibility: AppVisibility,
+    /// Lowercased; used only for `privileged`.
+    pub allowed_emails: Vec<String>,
+    pub owner_id: String,
+}
+
+/// A user the edge identified (by `X-Rigbox-Key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeUser {
+    pub id: String,
+    pub email: String,
+    pub email_verified: bool,
+}
+
+impl AppRoute {
+    /// Whether `user` may reach this app (section 4's allowed users).
+    pub fn allows(&self, user: &EdgeUser) -> bool {
+        match self.visibility {
+            AppVisibility::Public => true,
+            AppVisibility::Private => user.id == self.owner_id,
+            AppVisibility::Privileged => {
+                user.id == self.owner_id
+                    || (user.email_verified
+                        && self.allowed_emails.contains(&user.email.to_lowercase()))
+            }
+        }
+    }
+}
+
+/// What the edge asks of the rest of the platform.
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The app named `name`, if any.
+    async fn app(&self, name: &str) -> Result<Option<AppRoute>, String>;
+    /// The user an API key (`rb_…`) belongs to, if it is valid and active.
+    async fn key_user(&self, key: &str) -> Result<Option<EdgeUser>, String>;
+    /// A TCP stream to `port` of the workspace's VM.
+    async fn connect(&self, ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream>;
+}
+
+/// Edge settings (apps-and-routing.md §7 defaults).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub base_domain: String,
+    /// Where the console is, for the private-app redirect: `https://<base-domain>:8443`.
+    pub console_origin: String,
+    /// Largest request body forwarded to an app.
+    pub max_body_bytes: u64,
+    /// How long an app may take to send its response headers.
+    pub header_timeout: Duration,
+}
+
+impl EdgeConfig {
+    pub fn new(base_domain: &str, console_origin: &str) -> Self {
+        Self {
+            base_domain: base_domain.to_owned(),
+            console_origin: console_origin.to_owned(),
+            max_body_bytes: 100 << 20,
+            header_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Serves the console and API: the control plane's router, handed the client address.
+pub type PlatformService = Arc<
+    dyn Fn(
+            Request<Incoming>,
+            SocketAddr,
+        ) -> Pin<Box<dyn Future<Output = Response<EdgeBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The edge.
+pub struct Edge {
+    cfg: EdgeConfig,
+    dir: Arc<dyn Directory>,
+    platform: PlatformService,
+}
+
+/// How a connection reached the edge.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub client: SocketAddr,
+    /// The TLS SNI name, when over TLS.
+    pub sni: Option<String>,
+    pub tls: bool,
+}
+
+impl Edge {
+    pub fn new(cfg: EdgeConfig, dir: Arc<dyn Directory>, platform: PlatformService) -> Arc<Self> {
+        Arc::new(Self { cfg, dir, platform })
+    }
+
+    /// Answers one request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<EdgeBody> {
+        let host = match host::request_host(&req) {
+            Ok(h) => h,
+            Err(e) => return response::error(&req, 400, "invalid_host", &e.to_string()),
+        };
+        match host::classify(&host, &self.cfg.base_domain) {
+            host::Target::Platform => (self.platform)(req, conn.client).await,
+            host::Target::Unknown => response::app_not_found(&req),
+            host::Target::App(name) => {
+                // A client must not reuse a TLS connection made for one name to reach another.
+                if conn
+                    .sni
+                    .as_deref()
+                    .is_some_and(|sni| !sni.eq_ignore_ascii_case(&host))
+                {
+                    return response::error(
+                        &req,
+                        421,
+                        "misdirected_request",
+                        "This connection was made for another host name.",
+                    );
+                }
+                proxy::app_request(&self, name, host, req, &conn).await
+            }
+        }
+    }
+
+    /// Serves connections from `listener` (TLS when `tls` is given) until `shutdown` is true;
+    /// connections in progress finish on their own.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let (socket, client) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "edge accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
+            };
+            let _ = socket.set_nodelay(true);
+            let edge = self.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => {
+                        let conn = Conn {
+                            client,
+                            sni: None,
+                            tls: false,
+                        };
+                        edge.serve_connection(TokioIo::new(socket), conn).await
+                    }
+                    Some(acceptor) => {
+                        let stream = match tokio::time::timeout(
+                            Duration::from_secs(10),
+                            acceptor.accept(socket),
+                        )
+                        .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let sni = stream.get_ref().1.server_name().map(str::to_owned);
+                        let conn = Conn {
+                            client,
+                            sni,
+                            tls: true,
+                        };
+                        edge.serve_connection(TokioIo::new(stream), conn).await
+                    }
+                }
+            });
+        }
+    }
+
+    async fn serve_connection<I>(self: Arc<Self>, io: I, conn: Conn)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let svc = hyper::service::service_fn(move |req| {
+            let edge = self.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, std::convert::Infallible>(edge.handle(req, conn).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // Request heads past 64 KiB are refused (431) rather than buffered.
+        builder.http1().max_buf_size(MAX_HEAD_BYTES);
+        builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);
+        if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
+            tracing::debug!(error = %e, "edge connection ended with an error");
+        }
+    }
+}

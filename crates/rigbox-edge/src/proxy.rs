@@ -1,0 +1,375 @@
+//! An app request, from access check to the VM and back (apps-and-routing.md §3 steps 2–7, §4,
+//! §7): streamed both ways, upgrades (WebSockets) spliced after the 101.
+
+use crate::response::{self, EdgeBody};
+use crate::{AppRoute, Conn, Edge, EdgeUser};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rigbox_types::api::{AppStatus, AppVisibility};
+
+const X_RIGBOX_KEY: &str = "x-rigbox-key";
+const X_USER_ID: &str = "x-rigbox-user-id";
+const X_USER_EMAIL: &str = "x-rigbox-user-email";
+const APP_COOKIE: &str = "rigbox_app_session";
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1), never forwarded as such.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub(crate) async fn app_request(
+    edge: &Edge,
+    name: String,
+    host: String,
+    req: Request<Incoming>,
+    conn: &Conn,
+) -> Response<EdgeBody> {
+    let route = match edge.dir.app(&name).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return response::app_not_found(&req),
+        Err(e) => {
+            tracing::error!(app = %name, error = %e, "edge: route lookup failed");
+            return response::error(
+                &req,
+                500,
+                "internal",
+                "The platform could not look up this app.",
+            );
+        }
+    };
+    // 2. The edge's own paths are never forwarded.
+    if req.uri().path().starts_with("/.rigbox/") {
+        return response::error(&req, 404, "not_found", "No such page.");
+    }
+    // 3. CORS preflights go through unchecked; 4. everything else is checked.
+    let preflight = req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let user = if preflight || route.visibility == AppVisibility::Public {
+        None
+    } else {
+        match check_access(edge, &route, &host, &req, conn).await {
+            Ok(u) => Some(u),
+            Err(resp) => return resp,
+        }
+    };
+    // 5–6. State, told only to callers that passed the check.
+    if route.status == AppStatus::Inactive {
+        return response::error(
+            &req,
+            503,
+            "app_inactive",
+            "This app is switched off by its owner.",
+        );
+    }
+    if !route.workspace_running {
+        return response::error(
+            &req,
+            503,
+            "workspace_not_running",
+            "The workspace behind this app is not running.",
+        );
+    }
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > edge.cfg.max_body_bytes {
+            return response::error(
+                &req,
+                413,
+                "payload_too_large",
+                "The request body is too large.",
+            );
+        }
+    }
+    forward(edge, &route, &host, req, conn, user.as_ref()).await
+}
+
+/// Section 4: the caller's identity, or the response that refuses it.
+async fn check_access(
+    edge: &Edge,
+    route: &AppRoute,
+    host: &str,
+    req: &Request<Incoming>,
+    conn: &Conn,
+) -> Result<EdgeUser, Response<EdgeBody>> {
+    if let Some(key) = req.headers().get(X_RIGBOX_KEY) {
+        let user = match key.to_str() {
+            Ok(k) => edge.dir.key_user(k.trim()).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "edge: key lookup failed");
+                None
+            }),
+            Err(_) => None,
+        };
+        return match user {
+            Some(u) if route.allows(&u) => Ok(u),
+            _ => Err(response::error(
+                req,
+                403,
+                "app_forbidden",
+                "This key does not give access to this app.",
+            )),
+        };
+    }
+    if response::is_browser_navigation(req) {
+        let scheme = if conn.tls { "https" } else { "http" };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let original = format!("{scheme}://{}{path}", authority_of(req, host));
+        return Err(response::redirect(&format!(
+            "{}/app-auth?return_to={}",
+            edge.cfg.console_origin,
+            urlencode(&original)
+        )));
+    }
+    Err(response::error(
+        req,
+        403,
+        "app_auth_required",
+        "This app is private: sign in, or send an allowed user's API key in X-Rigbox-Key.",
+    ))
+}
+
+/// The host as the client wrote it (with its port), for URLs back to the same place.
+fn authority_of(req: &Request<Incoming>, host: &str) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_ascii_lowercase)
+        })
+        .unwrap_or_else(|| host.to_owned())
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade"))
+        })
+}
+
+/// The request as the app sees it: origin-form HTTP/1.1, the original Host, no hop-by-hop
+/// headers (but an upgrade's), no platform credentials, the `X-Forwarded-*` and identity
+/// headers set by the edge.
+fn upstream_headers(
+    src: &HeaderMap,
+    host: &str,
+    conn: &Conn,
+    user: Option<&EdgeUser>,
+) -> HeaderMap {
+    let upgrade = is_upgrade(src);
+    let listed: Vec<String> = src
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(src.len() + 6);
+    for (name, value) in src {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || listed.iter().any(|l| l == n)
+            || n == X_RIGBOX_KEY
+            || n == X_USER_ID
+            || n == X_USER_EMAIL
+            || n == "x-forwarded-proto"
+            || n == "x-forwarded-host"
+        {
+            continue;
+        }
+        if name == header::COOKIE {
+            if let Some(v) = strip_app_cookie(value) {
+                out.append(header::COOKIE, v);
+            }
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if upgrade {
+        if let Some(u) = src.get(header::UPGRADE) {
+            out.insert(header::UPGRADE, u.clone());
+        }
+        out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if !out.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            out.insert(header::HOST, v);
+        }
+    }
+    let ip = conn.client.ip().to_string();
+    let xff = match src.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    let set = |out: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(&mut out, "x-forwarded-for", &xff);
+    set(
+        &mut out,
+        "x-forwarded-proto",
+        if conn.tls { "https" } else { "http" },
+    );
+    set(&mut out, "x-forwarded-host", host);
+    if let Some(u) = user {
+        set(&mut out, X_USER_ID, &u.id);
+        set(&mut out, X_USER_EMAIL, &u.email);
+    }
+    out
+}
+
+/// A `Cookie` header without the app session cookie (None when nothing is left).
+fn strip_app_cookie(v: &HeaderValue) -> Option<HeaderValue> {
+    let s = v.to_str().ok()?;
+    let kept: Vec<&str> = s
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(APP_COOKIE))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        HeaderValue::from_str(&kept.join("; ")).ok()
+    }
+}
+
+async fn forward(
+    edge: &Edge,
+    route: &AppRoute,
+    host: &str,
+    mut req: Request<Incoming>,
+    conn: &Conn,
+    user: Option<&EdgeUser>,
+) -> Response<EdgeBody> {
+    let page = response::is_browser_navigation(&req);
+    let unreachable = || {
+        response::error_for(
+            page,
+            502,
+            "upstream_unreachable",
+            "Nothing answered on the app's port in the workspace.",
+        )
+    };
+    let stream = match edge.dir.connect(&route.workspace_id, route.port).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(app = %route.name, error = %e, "edge: upstream connect failed");
+            return unreachable();
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(x) => x,
+            Err(_) => return unreachable(),
+        };
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let wants_upgrade = is_upgrade(req.headers());
+    let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let headers = upstream_headers(req.headers(), host, conn, user);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let method = req.method().clone();
+    let body = http_body_util::Limited::new(req.into_body(), edge.cfg.max_body_bytes as usize);
+    let mut up = Request::new(body);
+    *up.method_mut() = method;
+    *up.uri_mut() = path
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    *up.version_mut() = Version::HTTP_11;
+    *up.headers_mut() = headers;
+    let mut resp =
+        match tokio::time::timeout(edge.cfg.header_timeout, sender.send_request(up)).await {
+            Err(_) => {
+                return response::error_for(
+                    page,
+                    504,
+                    "upstream_timeout",
+                    "The app did not answer in time.",
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(app = %route.name, error = %e, "edge: upstream request failed");
+                return unreachable();
+            }
+            Ok(Ok(r)) => r,
+        };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = client_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+            });
+        }
+    }
+    resp.map(|b| b.map_err(Into::into).boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_cookie_is_removed_and_others_kept() {
+        let v = HeaderValue::from_static("a=1; rigbox_app_session=secret; b=2");
+        assert_eq!(
+            strip_app_cookie(&v).as_ref().and_then(|v| v.to_str().ok()),
+            Some("a=1; b=2")
+        );
+        assert!(strip_app_cookie(&HeaderValue::from_static("rigbox_app_session=x")).is_none());
+    }
+
+    #[test]
+    fn return_to_is_percent_encoded() {
+        assert_eq!(
+            urlencode("https://a.b:8443/x?y=1&z=2"),
+            "https%3A%2F%2Fa.b%3A8443%2Fx%3Fy%3D1%26z%3D2"
+        );
+    }
+}

@@ -1,0 +1,556 @@
+//! The edge over real sockets: an HTTP client (reqwest, also over TLS with the local CA) in
+//! front, a real HTTP server on loopback behind, and a table for the directory.
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rigbox_edge::{AppRoute, Directory, Edge, EdgeConfig, EdgeUser, PlatformService};
+use rigbox_types::api::{AppStatus, AppVisibility};
+use rigbox_types::WorkspaceId;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BASE: &str = "rigbox.localhost";
+
+/// The backend "in the VM": echoes what it received; `/ws` upgrades and echoes bytes;
+/// `/slow` never answers in time.
+async fn backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    if req.uri().path() == "/ws" {
+                        let up = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(io) = up.await {
+                                let mut io = TokioIo::new(io);
+                                let mut buf = [0u8; 1024];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        let r = Response::builder()
+                            .status(101)
+                            .header("upgrade", "echo")
+                            .header("connection", "upgrade")
+                            .body(Full::new(Bytes::new()))
+                            .expect("101");
+                        return Ok::<_, hyper::Error>(r);
+                    }
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    let headers: serde_json::Map<String, Value> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or(""))))
+                        .collect();
+                    let method = req.method().to_string();
+                    let path = req.uri().to_string();
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let doc = json!({"method": method, "path": path, "headers": headers, "body_len": body.len()});
+                    Ok(Response::new(Full::new(Bytes::from(doc.to_string()))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Table {
+    apps: Mutex<HashMap<String, AppRoute>>,
+    keys: HashMap<String, EdgeUser>,
+    backend: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl Directory for Table {
+    async fn app(&self, name: &str) -> Result<Option<AppRoute>, String> {
+        Ok(self.apps.lock().expect("lock").get(name).cloned())
+    }
+    async fn key_user(&self, key: &str) -> Result<Option<EdgeUser>, String> {
+        Ok(self.keys.get(key).cloned())
+    }
+    async fn connect(&self, _ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream> {
+        if port == 1 {
+            return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        }
+        TcpStream::connect(self.backend).await
+    }
+}
+
+fn user(id: &str, email: &str, verified: bool) -> EdgeUser {
+    EdgeUser {
+        id: id.into(),
+        email: email.into(),
+        email_verified: verified,
+    }
+}
+
+fn route(name: &str, visibility: AppVisibility) -> AppRoute {
+    AppRoute {
+        app_id: format!("app-{:0>8}", name.len()),
+        name: name.into(),
+        workspace_id: WorkspaceId::parse("ws-abcdefgh").expect("id"),
+        workspace_running: true,
+        status: AppStatus::Active,
+        port: 8000,
+        visibility,
+        allowed_emails: vec!["friend@example.com".into(), "unverified@example.com".into()],
+        owner_id: "usr-owner000".into(),
+    }
+}
+
+struct Env {
+    table: Arc<Table>,
+    addr: SocketAddr,
+    _tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Env {
+    async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let backend = backend().await;
+        let mut apps = HashMap::new();
+        for (n, v) in [
+            ("pub", AppVisibility::Public),
+            ("mine", AppVisibility::Private),
+            ("shared", AppVisibility::Privileged),
+        ] {
+            apps.insert(n.to_owned(), route(n, v));
+        }
+        let mut off = route("off", AppVisibility::Public);
+        off.status = AppStatus::Inactive;
+        apps.insert("off".into(), off);
+        let mut stopped = route("stopped", AppVisibility::Public);
+        stopped.workspace_running = false;
+        apps.insert("stopped".into(), stopped);
+        let mut closed = route("closed", AppVisibility::Public);
+        closed.port = 1;
+        apps.insert("closed".into(), closed);
+        let keys = [
+            ("rb_owner", user("usr-owner000", "owner@example.com", true)),
+            (
+                "rb_friend",
+                user("usr-friend00", "Friend@Example.com", true),
+            ),
+            (
+                "rb_unverified",
+                user("usr-unverif0", "unverified@example.com", false),
+            ),
+            (
+                "rb_stranger",
+                user("usr-strange0", "stranger@example.com", true),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, u)| (k.to_owned(), u))
+        .collect();
+        let table = Arc::new(Table {
+            apps: Mutex::new(apps),
+            keys,
+            backend,
+        });
+        let platform: PlatformService = Arc::new(|_req, _addr| {
+            Box::pin(async { Response::new(rigbox_edge::full_body("the console")) })
+        });
+        let mut cfg = EdgeConfig::new(BASE, "https://rigbox.localhost:8443");
+        cfg.header_timeout = Duration::from_millis(500);
+        cfg.max_body_bytes = 1 << 20;
+        let edge = Edge::new(cfg, table.clone(), platform);
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(edge.serve(l, tls, rx));
+        Self {
+            table,
+            addr,
+            _tx: tx,
+        }
+    }
+
+    fn client(&self, scheme: &str, ca: Option<&[u8]>) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        for h in [
+            "pub", "mine", "shared", "off", "stopped", "closed", "nope", "a.b",
+        ] {
+            b = b.resolve(&format!("{h}.{BASE}"), self.addr);
+        }
+        b = b.resolve(BASE, self.addr);
+        if let Some(pem) = ca {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(pem).expect("pem"));
+        }
+        let _ = scheme;
+        b.build().expect("client")
+    }
+
+    fn url(&self, scheme: &str, app: &str, path: &str) -> String {
+        let host = if app.is_empty() {
+            BASE.to_owned()
+        } else {
+            format!("{app}.{BASE}")
+        };
+        format!("{scheme}://{host}:{}{path}", self.addr.port())
+    }
+}
+
+async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn visibility_forwarding_and_errors_over_http() {
+    let env = Env::start(None).await;
+    let c = env.client("http", None);
+    let get = |app: &str, path: &str| c.get(env.url("http", app, path));
+
+    // Public: forwarded with the forwarding headers, the original Host, credentials stripped.
+    let (s, echo) = json_of(
+        get("pub", "/a/b?c=1")
+            .header("x-rigbox-key", "rb_owner")
+            .header("x-rigbox-user-id", "forged")
+            .header("x-forwarded-for", "10.9.9.9")
+            .header("cookie", "rigbox_app_session=s; theme=dark")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(s, 200, "{echo}");
+    assert_eq!(echo["path"], "/a/b?c=1");
+    let h = &echo["headers"];
+    assert_eq!(
+        h["host"],
+        format!("pub.{BASE}:{}", env.addr.port()).as_str()
+    );
+    assert_eq!(h["x-forwarded-for"], "10.9.9.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], format!("pub.{BASE}").as_str());
+    assert_eq!(h["cookie"], "theme=dark");
+    assert!(
+        h.get("x-rigbox-key").is_none() && h.get("x-rigbox-user-id").is_none(),
+        "{h}"
+    );
+
+    // Private: API clients get 403 app_auth_required, browsers go to the console.
+    let (s, e) = json_of(get("mine", "/").send().await.expect("send")).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("app_auth_required"))
+    );
+    let r = get("mine", "/page?x=1")
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 302);
+    let loc = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert_eq!(
+        loc,
+        format!(
+            "https://rigbox.localhost:8443/app-auth?return_to=http%3A%2F%2Fmine.{BASE}%3A{}%2Fpage%3Fx%3D1",
+            env.addr.port()
+        )
+    );
+    // The owner's key passes and the app learns who it is; anyone else's is 403.
+    let (s, echo) = json_of(
+        get("mine", "/")
+            .header("x-rigbox-key", "rb_owner")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(echo["headers"]["x-rigbox-user-id"], "usr-owner000");
+    assert_eq!(echo["headers"]["x-rigbox-user-email"], "owner@example.com");
+    for key in ["rb_friend", "rb_nonsense"] {
+        let (s, e) = json_of(
+            get("mine", "/")
+                .header("x-rigbox-key", key)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (403, Some("app_forbidden")),
+            "{key}"
+        );
+    }
+    // Privileged: owner and verified listed emails (compared lowercased).
+    for (key, want) in [
+        ("rb_owner", 200),
+        ("rb_friend", 200),
+        ("rb_unverified", 403),
+        ("rb_stranger", 403),
+    ] {
+        let r = get("shared", "/")
+            .header("x-rigbox-key", key)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), want, "{key}");
+    }
+    // CORS preflight goes through without credentials.
+    let r = c
+        .request(reqwest::Method::OPTIONS, env.url("http", "mine", "/api"))
+        .header("origin", "https://example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+
+    // States after the access check; unknown hosts; the platform on the base domain.
+    let code = |r: (u16, Value)| (r.0, r.1["error"]["code"].as_str().unwrap_or("").to_owned());
+    assert_eq!(
+        code(json_of(get("off", "/").send().await.expect("send")).await),
+        (503, "app_inactive".into())
+    );
+    assert_eq!(
+        code(json_of(get("stopped", "/").send().await.expect("send")).await),
+        (503, "workspace_not_running".into())
+    );
+    assert_eq!(
+        code(json_of(get("closed", "/").send().await.expect("send")).await),
+        (502, "upstream_unreachable".into())
+    );
+    assert_eq!(
+        code(json_of(get("pub", "/slow").send().await.expect("send")).await),
+        (504, "upstream_timeout".into())
+    );
+    assert_eq!(
+        code(json_of(get("nope", "/").send().await.expect("send")).await),
+        (404, "app_not_found".into())
+    );
+    assert_eq!(
+        code(json_of(get("a.b", "/").send().await.expect("send")).await),
+        (404, "app_not_found".into())
+    );
+    let (s, _) = json_of(
+        get("mine", "/.rigbox/anything")
+            .header("x-rigbox-key", "rb_owner")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(s, 404, "the edge's own paths are never forwarded");
+    let r = get("", "/").send().await.expect("send");
+    assert_eq!(r.text().await.expect("text"), "the console");
+    // Bodies over the limit: 413 before anything is sent upstream.
+    let r = c
+        .post(env.url("http", "pub", "/upload"))
+        .body(vec![0u8; (1 << 20) + 1])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 413);
+    let r = c
+        .post(env.url("http", "pub", "/upload"))
+        .body(vec![0u8; 1000])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(json_of(r).await.1["body_len"], 1000);
+
+    // Routes change live: a new app serves on the next request, a deleted one stops.
+    env.table
+        .apps
+        .lock()
+        .expect("lock")
+        .insert("nope".into(), route("nope", AppVisibility::Public));
+    assert_eq!(
+        get("nope", "/")
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        200
+    );
+    env.table.apps.lock().expect("lock").remove("pub");
+    assert_eq!(
+        get("pub", "/")
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        404
+    );
+}
+
+/// Raw HTTP/1.1 on a socket, for what a client library would not send.
+async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_clear_4xx() {
+    let env = Env::start(None).await;
+    let a = env.addr;
+    let status = |resp: &str| resp.split_whitespace().nth(1).unwrap_or("").to_owned();
+    // Absolute-form URI naming another host than Host.
+    let r = raw(
+        a,
+        &format!(
+            "GET http://mine.{BASE}/ HTTP/1.1\r\nHost: pub.{BASE}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status(&r), "400", "{r}");
+    // Two Host headers.
+    let r = raw(
+        a,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: pub.{BASE}\r\nHost: mine.{BASE}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status(&r), "400", "{r}");
+    // Garbage host, port suffix nonsense.
+    for host in [
+        "pub_.rigbox.localhost",
+        "pub.rigbox.localhost:99999",
+        "pub..rigbox.localhost",
+    ] {
+        let r = raw(
+            a,
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status(&r), "400", "{host}: {r}");
+    }
+    // Uppercase and a trailing dot name the same app.
+    let r = raw(
+        a,
+        "GET / HTTP/1.1\r\nHost: PUB.Rigbox.Localhost.\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), "200", "{r}");
+    // Content-Length with Transfer-Encoding: the HTTP layer frames by Transfer-Encoding alone
+    // (RFC 9112 §6.1), the app never sees the conflicting length, and the connection is closed
+    // after the answer so nothing can be smuggled behind it.
+    let r = raw(
+        a,
+        &format!("POST / HTTP/1.1\r\nHost: pub.{BASE}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: pub.{BASE}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status(&r), "200", "{r}");
+    assert!(
+        !r.contains("content-length\":") && !r.contains("/smuggled"),
+        "{r}"
+    );
+    assert_eq!(
+        r.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer, then the connection closes: {r}"
+    );
+    // Oversized headers.
+    let r = raw(
+        a,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: pub.{BASE}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(200_000)
+        ),
+    )
+    .await;
+    assert!(
+        status(&r).starts_with('4') || r.is_empty(),
+        "{}",
+        &r[..r.len().min(200)]
+    );
+}
+
+#[tokio::test]
+async fn websocket_style_upgrades_are_spliced() {
+    let env = Env::start(None).await;
+    let mut s = TcpStream::connect(env.addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: pub.{BASE}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping through the edge").await.expect("write");
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&buf[..n], b"ping through the edge");
+}
+
+#[tokio::test]
+async fn tls_with_the_local_ca_http2_and_sni_checks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = rigbox_edge::tls::LocalCa::load_or_create(dir.path(), BASE).expect("local CA");
+    let pem = std::fs::read(&ca.ca_cert).expect("ca.pem");
+    let acceptor = tokio_rustls::TlsAcceptor::from(rigbox_edge::tls::server_config(Arc::new(
+        rigbox_edge::tls::Single(ca.leaf.clone()),
+    )));
+    let env = Env::start(Some(acceptor)).await;
+    let c = env.client("https", Some(&pem));
+    let r = c
+        .get(env.url("https", "pub", "/x"))
+        .send()
+        .await
+        .expect("TLS to an app host");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN picks h2");
+    let (s, echo) = json_of(r).await;
+    assert_eq!(s, 200);
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+    let r = c
+        .get(env.url("https", "", "/"))
+        .send()
+        .await
+        .expect("TLS to the base domain");
+    assert_eq!(r.text().await.expect("text"), "the console");
+    // The CA survives a restart: the same ca.pem, a new leaf that still chains to it.
+    let again = rigbox_edge::tls::LocalCa::load_or_create(dir.path(), BASE).expect("reload");
+    assert_eq!(std::fs::read(&again.ca_cert).expect("ca.pem"), pem);
+    // A client that does not trust the CA is refused.
+    let untrusting = reqwest::Client::builder()
+        .resolve(&format!("pub.{BASE}"), env.addr)
+        .build()
+        .expect("client");
+    assert!(untrusting
+        .get(env.url("https", "pub", "/"))
+        .send()
+        .await
+        .is_err());
+}
