@@ -1016,7 +1016,7 @@ async fn apps_from_the_cli() {
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        text.contains("https://my-blog.rigbox.localhost") && text.contains("public"),
+        text.contains("://my-blog.rigbox.localhost") && text.contains("public"),
         "{text}"
     );
     assert!(text.contains("The name became my-blog"), "{text}");
@@ -1052,7 +1052,7 @@ async fn apps_from_the_cli() {
     // update: a rename prints the new URL; --disable keeps the app.
     let out = rig.run(&["app", "update", "my-blog", "--name", "journal", "--disable"]);
     assert!(
-        stdout(&out).contains("https://journal.rigbox.localhost"),
+        stdout(&out).contains("://journal.rigbox.localhost"),
         "{}",
         stdout(&out)
     );

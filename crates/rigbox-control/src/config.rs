@@ -42,8 +42,10 @@ pub struct ControlConfig {
     pub secure_cookies: bool,
     /// App names refused besides the built-in ones and the region names.
     pub reserved_app_names: Vec<String>,
-    /// Origin suffix of app URLs: `https://<app>.<base-domain><apps_port_suffix>`, e.g.
-    /// `:8443` when the edge is not on 443.
+    /// Scheme of app URLs: `https`, or `http` when TLS is off.
+    pub apps_scheme: String,
+    /// Origin suffix of app URLs: `<scheme>://<app>.<base-domain><apps_port_suffix>`, e.g.
+    /// `:8443` when the edge is not on the scheme's default port.
     pub apps_port_suffix: String,
 }
 
@@ -163,6 +165,7 @@ impl Default for ControlConfig {
             ssh_port: 2222,
             ssh_host_key_fingerprints: Vec::new(),
             reserved_app_names: Vec::new(),
+            apps_scheme: "https".into(),
             apps_port_suffix: String::new(),
             gateway_authorized_keys: Vec::new(),
             secure_cookies: true,

@@ -31,7 +31,9 @@ async fn create_list_get_patch_share_delete() {
         .await;
     assert_eq!(s, 201, "{a}");
     assert_eq!(a["name"], "my-site");
-    assert_eq!(a["url"], "https://my-site.rigbox.localhost");
+    // TLS is off in these tests: apps are served on the plain HTTP port.
+    let port = tp.platform().http_addr.port();
+    assert_eq!(a["url"], format!("http://my-site.rigbox.localhost:{port}").as_str());
     assert_eq!(a["workspace_id"], ws.as_str());
     assert_eq!(a["port"], 3000);
     assert_eq!(a["protocol"], "http");

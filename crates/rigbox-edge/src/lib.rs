@@ -92,6 +92,8 @@ pub struct EdgeConfig {
     pub max_body_bytes: u64,
     /// How long an app may take to send its response headers.
     pub header_timeout: Duration,
+    /// When TLS is on, the HTTPS port: plain-HTTP requests for apps are redirected there.
+    pub https_port: Option<u16>,
 }
 
 impl EdgeConfig {
@@ -101,6 +103,7 @@ impl EdgeConfig {
             console_origin: console_origin.to_owned(),
             max_body_bytes: 100 << 20,
             header_timeout: Duration::from_secs(120),
+            https_port: None,
         }
     }
 }
@@ -145,6 +148,20 @@ impl Edge {
         match host::classify(&host, &self.cfg.base_domain) {
             host::Target::Platform => (self.platform)(req, conn.client).await,
             host::Target::Unknown => response::app_not_found(&req),
+            host::Target::App(_) if !conn.tls && self.cfg.https_port.is_some() => {
+                let port = self.cfg.https_port.unwrap_or(443);
+                let port = if port == 443 {
+                    String::new()
+                } else {
+                    format!(":{port}")
+                };
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                response::permanent_redirect(&format!("https://{host}{port}{path}"))
+            }
             host::Target::App(name) => {
                 // A client must not reuse a TLS connection made for one name to reach another.
                 if conn

@@ -348,7 +348,7 @@ async fn forward(
             });
         }
     }
-    resp.map(|b| b.map_err(Into::into).boxed())
+    resp.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@ use http_body_util::{BodyExt, Full};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every response the edge sends.
-pub type EdgeBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type EdgeBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// A complete body.
 pub fn full(data: impl Into<Bytes>) -> EdgeBody {
     Full::new(data.into())
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// A `GET` or `HEAD` whose `Accept` contains `text/html`.
@@ -82,8 +82,17 @@ pub fn app_not_found<B>(req: &Request<B>) -> Response<EdgeBody> {
 
 /// `302 Location: <to>`.
 pub fn redirect(to: &str) -> Response<EdgeBody> {
+    redirect_with(StatusCode::FOUND, to)
+}
+
+/// `308 Location: <to>` (plain HTTP to HTTPS, method and body kept).
+pub fn permanent_redirect(to: &str) -> Response<EdgeBody> {
+    redirect_with(StatusCode::PERMANENT_REDIRECT, to)
+}
+
+fn redirect_with(status: StatusCode, to: &str) -> Response<EdgeBody> {
     let mut r = Response::new(full(Bytes::new()));
-    *r.status_mut() = StatusCode::FOUND;
+    *r.status_mut() = status;
     if let Ok(v) = header::HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
     }

@@ -111,6 +111,10 @@ pub struct Config {
     pub https_port: u16,
     pub ssh_port: u16,
     pub tls: TlsMode,
+    /// `--tls files`: PEM certificate chain (for the base domain and `*.<base-domain>`).
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls files`: its PEM private key.
+    pub tls_key: Option<PathBuf>,
     pub vmm: VmmKind,
     pub accel: Accel,
     pub vm_outbound: Outbound,
@@ -134,6 +138,8 @@ impl Default for Config {
             https_port: 8443,
             ssh_port: 2222,
             tls: TlsMode::LocalCa,
+            tls_cert: None,
+            tls_key: None,
             vmm: VmmKind::Qemu,
             accel: Accel::Auto,
             vm_outbound: Outbound::Off,

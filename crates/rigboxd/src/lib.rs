@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod config;
+pub mod edge;
 pub mod gateway;
 
 use anyhow::Context;
@@ -167,6 +168,84 @@ pub fn control_config(cfg: &Config, public_url: &str) -> rigbox_control::Control
     c
 }
 
+/// The HTTPS side of the edge, when TLS is on.
+struct Https {
+    listener: TcpListener,
+    addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+/// Where the web (console, API, apps) is served and how its URLs look.
+struct Web {
+    https: Option<Https>,
+    ca_cert: Option<PathBuf>,
+    /// `https`, or `http` with `--tls off`.
+    scheme: &'static str,
+    /// `:<port>` unless the scheme's default port.
+    port_suffix: String,
+    /// `<scheme>://<base-domain><port_suffix>`.
+    console_origin: String,
+}
+
+impl Web {
+    async fn start(cfg: &Config, data_dir: &Path, http_addr: SocketAddr) -> anyhow::Result<Self> {
+        let suffix = |port: u16, default: u16| {
+            if port == default {
+                String::new()
+            } else {
+                format!(":{port}")
+            }
+        };
+        if cfg.tls == TlsMode::Off {
+            let port_suffix = suffix(http_addr.port(), 80);
+            return Ok(Self {
+                https: None,
+                ca_cert: None,
+                scheme: "http",
+                console_origin: format!("http://{}{port_suffix}", cfg.base_domain),
+                port_suffix,
+            });
+        }
+        let (cert, ca_cert) = match cfg.tls {
+            TlsMode::Files => {
+                let (Some(c), Some(k)) = (&cfg.tls_cert, &cfg.tls_key) else {
+                    anyhow::bail!("--tls files needs --tls-cert and --tls-key (PEM files)");
+                };
+                (rigbox_edge::tls::files(c, k)?, None)
+            }
+            _ => {
+                let ca = rigbox_edge::tls::LocalCa::load_or_create(
+                    &data_dir.join("tls"),
+                    &cfg.base_domain,
+                )
+                .context("cannot set up the local CA")?;
+                (ca.leaf, Some(ca.ca_cert))
+            }
+        };
+        let listener = TcpListener::bind((cfg.listen.as_str(), cfg.https_port))
+            .await
+            .with_context(|| {
+                format!("cannot listen on {}:{} (HTTPS)", cfg.listen, cfg.https_port)
+            })?;
+        let addr = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(rigbox_edge::tls::server_config(Arc::new(
+            rigbox_edge::tls::Single(cert),
+        )));
+        let port_suffix = suffix(addr.port(), 443);
+        Ok(Self {
+            https: Some(Https {
+                listener,
+                addr,
+                acceptor,
+            }),
+            ca_cert,
+            scheme: "https",
+            console_origin: format!("https://{}{port_suffix}", cfg.base_domain),
+            port_suffix,
+        })
+    }
+}
+
 /// A running platform.
 pub struct Platform {
     pub app: Arc<App>,
@@ -177,6 +256,10 @@ pub struct Platform {
     /// Node ingress: how the edge and the SSH gateway open streams to VM ports (QEMU only).
     pub ingress: Option<rigbox_node::ingress::Ingress>,
     pub http_addr: SocketAddr,
+    /// Where the HTTPS edge listens (None with `--tls off`).
+    pub https_addr: Option<SocketAddr>,
+    /// The local CA users trust (`--tls local-ca`).
+    pub ca_cert: Option<PathBuf>,
     /// Where the SSH gateway listens.
     pub ssh_addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -184,6 +267,7 @@ pub struct Platform {
     link: Arc<dyn ControlLink>,
     bridge: Option<tokio::task::JoinHandle<()>>,
     ssh: tokio::task::JoinHandle<()>,
+    https: Option<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     node_task: tokio::task::JoinHandle<()>,
     background: tokio::task::JoinHandle<()>,
@@ -219,8 +303,11 @@ impl Platform {
                 )
             })?;
         let ssh_addr = ssh_listener.local_addr()?;
+        let web = Web::start(cfg, &data_dir, http_addr).await?;
         let public_url = format!("http://{http_addr}");
         let mut control = control_config(cfg, &public_url);
+        control.apps_scheme = web.scheme.to_owned();
+        control.apps_port_suffix = web.port_suffix.clone();
         let keys = GatewayKeys::load_or_create(&data_dir)?;
         // With `--ssh-port 0` the published port is the one the system chose.
         control.ssh_port = ssh_addr.port();
@@ -288,22 +375,33 @@ impl Platform {
             None => None,
         };
 
-        let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
-        let router = rigbox_control::http::router(app.clone());
-        let server = tokio::spawn(async move {
-            let svc = router.into_make_service_with_connect_info::<SocketAddr>();
-            let r = axum::serve(listener, svc)
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown_rx.wait_for(|v| *v).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let (shutdown_tx, _) = tokio::sync::watch::channel(false);
         let ingress = net
             .clone()
             .map(|n| rigbox_node::ingress::Ingress::new(node.clone(), n));
+        // The edge: every HTTP(S) request, for the console and API or for an app.
+        let mut edge_cfg = rigbox_edge::EdgeConfig::new(&cfg.base_domain, &web.console_origin);
+        edge_cfg.https_port = web.https.as_ref().map(|h| h.addr.port());
+        let edge = rigbox_edge::Edge::new(
+            edge_cfg,
+            Arc::new(edge::PlatformEdge {
+                app: app.clone(),
+                ingress: ingress.clone(),
+            }),
+            edge::platform_service(rigbox_control::http::router(app.clone())),
+        );
+        let server = tokio::spawn(edge.clone().serve(listener, None, shutdown_tx.subscribe()));
+        let (https_addr, https) = match web.https {
+            Some(h) => (
+                Some(h.addr),
+                Some(tokio::spawn(edge.serve(
+                    h.listener,
+                    Some(h.acceptor),
+                    shutdown_tx.subscribe(),
+                ))),
+            ),
+            None => (None, None),
+        };
         let gateway = rigbox_ssh::Gateway::new(
             rigbox_ssh::GatewayConfig::new(keys.host, keys.client),
             Arc::new(gateway::PlatformDirectory {
@@ -320,11 +418,14 @@ impl Platform {
             ingress,
             net,
             http_addr,
+            https_addr,
+            ca_cert: web.ca_cert,
             ssh_addr,
             data_dir,
             vmm: cfg.vmm,
             bridge,
             ssh,
+            https,
             link,
             server,
             node_task,
@@ -343,6 +444,9 @@ impl Platform {
         let _ = self.shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         self.ssh.abort();
+        if let Some(h) = &self.https {
+            h.abort();
+        }
         self.node.stop();
         self.node_task.abort();
         if let Some(b) = &self.bridge {
@@ -362,11 +466,10 @@ pub fn ready_document(cfg: &Config, p: &Platform) -> serde_json::Value {
     serde_json::json!({
         "pid": std::process::id(),
         "api_url": p.api_url(),
-        // HTTPS (edge role) is not part of this build yet.
-        "https_url": null,
+        "https_url": p.https_addr.map(|a| format!("https://{a}")),
         "ssh": {"host": p.ssh_addr.ip().to_string(), "port": p.ssh_addr.port()},
         "base_domain": cfg.base_domain,
-        "ca_cert": null,
+        "ca_cert": p.ca_cert.as_ref().map(|c| c.display().to_string()),
         "vmm": match p.vmm { VmmKind::Sim => "sim", VmmKind::Qemu => "qemu" },
         "accel": match p.vmm {
             VmmKind::Sim => None,

@@ -84,6 +84,12 @@ struct UpArgs {
     ssh_port: Option<u16>,
     #[arg(long, value_enum)]
     tls: Option<TlsMode>,
+    /// With `--tls files`: PEM certificate chain for the base domain and its wildcard.
+    #[arg(long)]
+    tls_cert: Option<std::path::PathBuf>,
+    /// With `--tls files`: PEM private key of that certificate.
+    #[arg(long)]
+    tls_key: Option<std::path::PathBuf>,
     #[arg(long, value_enum)]
     vmm: Option<VmmKind>,
     #[arg(long, value_enum)]
@@ -210,6 +216,12 @@ fn apply_up_flags(cfg: &mut Config, a: &UpArgs) {
         vm_outbound,
         region
     );
+    if a.tls_cert.is_some() {
+        cfg.tls_cert = a.tls_cert.clone();
+    }
+    if a.tls_key.is_some() {
+        cfg.tls_key = a.tls_key.clone();
+    }
     cfg.stop_vms_on_exit |= a.stop_vms_on_exit;
     cfg.signup_enabled |= a.signup_enabled;
 }
@@ -285,9 +297,6 @@ async fn up(mut cfg: Config, args: &UpArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(|| build_image("base", false)).await??;
         }
     }
-    if cfg.tls != TlsMode::Off {
-        eprintln!("note: the HTTPS edge is not part of this build yet; serving plain HTTP only.");
-    }
     let platform = rigboxd::Platform::start(&cfg).await?;
     let ready = rigboxd::ready_document(&cfg, &platform);
     let ready_path = platform.data_dir.join("ready.json");
@@ -303,8 +312,24 @@ async fn up(mut cfg: Config, args: &UpArgs) -> anyhow::Result<()> {
         ),
     };
     let ssh = platform.ssh_addr;
+    let https = match (platform.https_addr, &platform.ca_cert) {
+        (Some(a), Some(ca)) => format!(
+            "  HTTPS:    https://{}:{}/ (apps at https://<app>.{}:{}/; trust the CA {})\n",
+            cfg.base_domain,
+            a.port(),
+            cfg.base_domain,
+            a.port(),
+            ca.display()
+        ),
+        (Some(a), None) => format!("  HTTPS:    https://{}:{}/\n", cfg.base_domain, a.port()),
+        (None, _) => format!(
+            "  Apps:     http://<app>.{}:{}/ (TLS off)\n",
+            cfg.base_domain,
+            platform.http_addr.port()
+        ),
+    };
     println!(
-        "Rigbox {} is up ({vmm}).\n\n  Console:  {url}/\n  API:      {url}/api/v1\n  SSH:      {ssh} (gateway; host key {})\n  Data dir: {}\n\nCreate the first user:\n  echo 'a-long-password' | rigboxd admin --data-dir {} user create --email you@example.com\nThen sign in the CLI, add your SSH key and start a workspace:\n  rig login --api-url {url}\n  rig ssh-key add\n  rig workspace spawn --name demo\n  rig ssh demo\n\nPress Ctrl-C to stop.",
+        "Rigbox {} is up ({vmm}).\n\n  Console:  {url}/\n  API:      {url}/api/v1\n{https}  SSH:      {ssh} (gateway; host key {})\n  Data dir: {}\n\nCreate the first user:\n  echo 'a-long-password' | rigboxd admin --data-dir {} user create --email you@example.com\nThen sign in the CLI, add your SSH key and start a workspace:\n  rig login --api-url {url}\n  rig ssh-key add\n  rig workspace spawn --name demo\n  rig ssh demo\n\nPress Ctrl-C to stop.",
         rigboxd::VERSION,
         platform.app.config.ssh_host_key_fingerprints.join(", "),
         platform.data_dir.display(),

@@ -25,8 +25,11 @@ impl App {
         AppView {
             id: a.id.clone(),
             url: format!(
-                "https://{}.{}{}",
-                a.name, self.config.base_domain, self.config.apps_port_suffix
+                "{}://{}.{}{}",
+                self.config.apps_scheme,
+                a.name,
+                self.config.base_domain,
+                self.config.apps_port_suffix
             ),
             name: a.name.clone(),
             workspace_id: a.workspace_id.clone(),
@@ -265,6 +268,48 @@ impl App {
         }
         Ok((p, a.id))
     }
+}
+
+/// What the edge reads (apps-and-routing.md §3): routes by host label and API-key users.
+impl App {
+    /// The app named `name` with what the edge needs to route it, if it exists.
+    pub async fn edge_route(&self, name: &str) -> ApiResult<Option<EdgeApp>> {
+        let Some(a) = self.store.app_by_name(name).await? else {
+            return Ok(None);
+        };
+        let Some(ws) = self
+            .store
+            .workspace_by_id(self.store.pool(), &a.workspace_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(EdgeApp {
+            workspace_running: super::workspaces::status_of(&ws)
+                == rigbox_types::api::WorkspaceStatus::Running,
+            view: self.app_view(&a),
+        }))
+    }
+
+    /// The user of an active API key (`rb_…`), for `X-Rigbox-Key`; None when it is unknown,
+    /// revoked, or its account is disabled.
+    pub async fn edge_key_user(&self, key: &str) -> ApiResult<Option<crate::store::UserRow>> {
+        if !key.starts_with("rb_") {
+            return Ok(None);
+        }
+        Ok(self
+            .authenticate(key, false)
+            .await?
+            .map(|p| p.user)
+            .filter(|u| !u.disabled))
+    }
+}
+
+/// An app as the edge routes it.
+#[derive(Debug, Clone)]
+pub struct EdgeApp {
+    pub view: AppView,
+    pub workspace_running: bool,
 }
 
 fn name_taken(e: StoreError, name: &str) -> ApiError {

@@ -1,0 +1,80 @@
+//! The edge's view of this one-machine platform: routes and API keys from the control plane,
+//! streams to VMs from node ingress, and the control plane's router for the console and API.
+
+use http_body_util::BodyExt;
+use rigbox_control::App;
+use rigbox_edge::{AppRoute, EdgeUser, PlatformService};
+use rigbox_node::ingress::Ingress;
+use rigbox_types::WorkspaceId;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+pub struct PlatformEdge {
+    pub app: Arc<App>,
+    /// None with the simulated VMM, whose workspaces serve nothing.
+    pub ingress: Option<Ingress>,
+}
+
+#[async_trait::async_trait]
+impl rigbox_edge::Directory for PlatformEdge {
+    async fn app(&self, name: &str) -> Result<Option<AppRoute>, String> {
+        let Some(e) = self.app.edge_route(name).await.map_err(|e| e.message)? else {
+            return Ok(None);
+        };
+        let a = e.view;
+        let Some(workspace_id) = WorkspaceId::parse(&a.workspace_id) else {
+            return Ok(None);
+        };
+        Ok(Some(AppRoute {
+            app_id: a.id,
+            name: a.name,
+            workspace_id,
+            workspace_running: e.workspace_running,
+            status: a.status,
+            port: u16::try_from(a.port).unwrap_or(0),
+            visibility: a.visibility,
+            allowed_emails: a.allowed_emails,
+            owner_id: a.user_id,
+        }))
+    }
+
+    async fn key_user(&self, key: &str) -> Result<Option<EdgeUser>, String> {
+        Ok(self
+            .app
+            .edge_key_user(key)
+            .await
+            .map_err(|e| e.message)?
+            .map(|u| EdgeUser {
+                id: u.id,
+                email: u.email,
+                email_verified: u.email_verified,
+            }))
+    }
+
+    async fn connect(&self, ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream> {
+        let Some(ingress) = &self.ingress else {
+            return Err(std::io::Error::other("simulated workspaces serve nothing"));
+        };
+        ingress
+            .connect(ws, port)
+            .await
+            .map_err(std::io::Error::other)
+    }
+}
+
+/// The control plane's router as the edge's platform service.
+pub fn platform_service(router: axum::Router) -> PlatformService {
+    Arc::new(move |mut req, client| {
+        let router = router.clone();
+        Box::pin(async move {
+            use tower::ServiceExt;
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(client));
+            let resp = match router.oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            resp.map(|b| b.map_err(Into::into).boxed_unsync())
+        })
+    })
+}
