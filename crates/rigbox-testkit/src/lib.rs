@@ -7,7 +7,7 @@
 //!   of the API sees.
 
 use rigbox_control::app::accounts::NewUser;
-use rigboxd::config::{Config, TlsMode, VmmKind};
+pub use rigboxd::config::{Config, TlsMode, VmmKind};
 use rigboxd::Platform;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
