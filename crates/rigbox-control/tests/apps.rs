@@ -33,7 +33,10 @@ async fn create_list_get_patch_share_delete() {
     assert_eq!(a["name"], "my-site");
     // TLS is off in these tests: apps are served on the plain HTTP port.
     let port = tp.platform().http_addr.port();
-    assert_eq!(a["url"], format!("http://my-site.rigbox.localhost:{port}").as_str());
+    assert_eq!(
+        a["url"],
+        format!("http://my-site.rigbox.localhost:{port}").as_str()
+    );
     assert_eq!(a["workspace_id"], ws.as_str());
     assert_eq!(a["port"], 3000);
     assert_eq!(a["protocol"], "http");

@@ -7,10 +7,13 @@
 //! created, renamed, deleted or re-shared serves (or stops serving) from the next request on,
 //! without touching other connections. TLS identities come from a [`tls::CertSource`].
 //!
-//! Not yet here (next steps of issue 5): the browser login round-trip (`/.rigbox/auth/*` and the
-//! console's `/app-auth`, so a private app's browser redirect lands on a page that exists),
-//! `h2c` upstreams, HTTP/2 extended CONNECT for WebSockets, the health probe.
+//! Private apps in a browser use the login round-trip of §5: the console's `/app-auth` mints a
+//! one-time code, the edge's `/.rigbox/auth/callback` redeems it for a host-only
+//! `rigbox_app_session` cookie, `/.rigbox/auth/logout` ends it.
+//!
+//! Not yet here: `h2c` upstreams, HTTP/2 extended CONNECT for WebSockets, the health probe.
 
+mod auth;
 pub mod host;
 mod proxy;
 mod response;
@@ -80,6 +83,22 @@ pub trait Directory: Send + Sync + 'static {
     async fn key_user(&self, key: &str) -> Result<Option<EdgeUser>, String>;
     /// A TCP stream to `port` of the workspace's VM.
     async fn connect(&self, ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream>;
+    /// The user of a live app session (`rigbox_app_session`) on `host`.
+    async fn session_user(&self, token: &str, host: &str) -> Result<Option<EdgeUser>, String>;
+    /// Redeems a login code on `host`: a new app session, or None when the code is not valid
+    /// there (unknown, used, expired, another host).
+    async fn redeem(&self, code: &str, host: &str) -> Result<Option<NewSession>, String>;
+    /// Ends an app session.
+    async fn end_session(&self, token: &str) -> Result<(), String>;
+}
+
+/// An app session just created by a login code.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token: String,
+    /// Path and query to send the browser to.
+    pub path: String,
+    pub max_age_secs: i64,
 }
 
 /// Edge settings (apps-and-routing.md §7 defaults).

@@ -13,7 +13,7 @@ use rigbox_types::api::{AppStatus, AppVisibility};
 const X_RIGBOX_KEY: &str = "x-rigbox-key";
 const X_USER_ID: &str = "x-rigbox-user-id";
 const X_USER_EMAIL: &str = "x-rigbox-user-email";
-const APP_COOKIE: &str = "rigbox_app_session";
+pub(crate) const APP_COOKIE: &str = "rigbox_app_session";
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1), never forwarded as such.
 const HOP_BY_HOP: &[&str] = &[
@@ -50,7 +50,7 @@ pub(crate) async fn app_request(
     };
     // 2. The edge's own paths are never forwarded.
     if req.uri().path().starts_with("/.rigbox/") {
-        return response::error(&req, 404, "not_found", "No such page.");
+        return crate::auth::own_path(edge, &host, &req, conn).await;
     }
     // 3. CORS preflights go through unchecked; 4. everything else is checked.
     let preflight = req.method() == Method::OPTIONS
@@ -127,6 +127,23 @@ async fn check_access(
             )),
         };
     }
+    if let Some(token) = crate::auth::app_cookie(req.headers()) {
+        let user = edge
+            .dir
+            .session_user(&token, host)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "edge: app session lookup failed");
+                None
+            });
+        if let Some(u) = user {
+            if route.allows(&u) {
+                return Ok(u);
+            }
+            return Err(crate::auth::forbidden_for(req, &u));
+        }
+        // An expired or revoked cookie counts as no credential.
+    }
     if response::is_browser_navigation(req) {
         let scheme = if conn.tls { "https" } else { "http" };
         let path = req
@@ -150,7 +167,7 @@ async fn check_access(
 }
 
 /// The host as the client wrote it (with its port), for URLs back to the same place.
-fn authority_of(req: &Request<Incoming>, host: &str) -> String {
+pub(crate) fn authority_of(req: &Request<Incoming>, host: &str) -> String {
     req.uri()
         .authority()
         .map(|a| a.as_str().to_ascii_lowercase())
@@ -163,7 +180,7 @@ fn authority_of(req: &Request<Incoming>, host: &str) -> String {
         .unwrap_or_else(|| host.to_owned())
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

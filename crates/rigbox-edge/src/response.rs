@@ -28,7 +28,7 @@ pub fn is_browser_navigation<B>(req: &Request<B>) -> bool {
             .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -6,7 +6,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rigbox_edge::{AppRoute, Directory, Edge, EdgeConfig, EdgeUser, PlatformService};
+use rigbox_edge::{AppRoute, Directory, Edge, EdgeConfig, EdgeUser, NewSession, PlatformService};
 use rigbox_types::api::{AppStatus, AppVisibility};
 use rigbox_types::WorkspaceId;
 use serde_json::{json, Value};
@@ -87,6 +87,21 @@ impl Directory for Table {
     }
     async fn key_user(&self, key: &str) -> Result<Option<EdgeUser>, String> {
         Ok(self.keys.get(key).cloned())
+    }
+    async fn session_user(&self, token: &str, _host: &str) -> Result<Option<EdgeUser>, String> {
+        Ok(self.keys.get(token).cloned())
+    }
+    async fn redeem(&self, code: &str, host: &str) -> Result<Option<NewSession>, String> {
+        Ok(
+            (code == "good-code" && host == format!("mine.{BASE}")).then(|| NewSession {
+                token: "rb_owner".into(),
+                path: "/back?to=1".into(),
+                max_age_secs: 43200,
+            }),
+        )
+    }
+    async fn end_session(&self, _token: &str) -> Result<(), String> {
+        Ok(())
     }
     async fn connect(&self, _ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream> {
         if port == 1 {
@@ -360,6 +375,90 @@ async fn visibility_forwarding_and_errors_over_http() {
     )
     .await;
     assert_eq!(s, 404, "the edge's own paths are never forwarded");
+    // The login callback: a good code sets the host-only cookie and goes to the stored path;
+    // a bad one, or one for another host, is refused.
+    let r = get("mine", "/.rigbox/auth/callback?code=good-code")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 302);
+    assert_eq!(r.headers()["location"], "/back?to=1");
+    let set = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        set.starts_with(
+            "rigbox_app_session=rb_owner; HttpOnly; SameSite=Lax; Path=/; Max-Age=43200"
+        ),
+        "{set}"
+    );
+    assert!(!set.contains("Domain"), "host-only: {set}");
+    assert_eq!(
+        get("mine", "/.rigbox/auth/callback?code=bad")
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_eq!(
+        get("shared", "/.rigbox/auth/callback?code=good-code")
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        403
+    );
+    // The cookie is a credential: the owner's passes, a stranger's is 403 with a page naming them.
+    let (s, echo) = json_of(
+        get("mine", "/")
+            .header("cookie", "rigbox_app_session=rb_owner")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        echo["headers"].get("cookie").is_none(),
+        "the app cookie never reaches the app"
+    );
+    let r = get("mine", "/")
+        .header("cookie", "rigbox_app_session=rb_stranger")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 403);
+    let page = r.text().await.expect("text");
+    assert!(
+        page.contains("stranger@example.com") && page.contains("/.rigbox/auth/logout"),
+        "{page}"
+    );
+    // An unknown cookie counts as none.
+    let r = get("mine", "/")
+        .header("cookie", "rigbox_app_session=expired")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 403);
+    // Logout clears the cookie and offers the console's sign-in form.
+    let r = get("mine", "/.rigbox/auth/logout")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 302);
+    assert!(r.headers()["location"]
+        .to_str()
+        .expect("loc")
+        .ends_with("&prompt=login"));
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .contains("Max-Age=0"));
     let r = get("", "/").send().await.expect("send");
     assert_eq!(r.text().await.expect("text"), "the console");
     // Bodies over the limit: 413 before anything is sent upstream.

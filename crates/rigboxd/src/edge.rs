@@ -3,7 +3,7 @@
 
 use http_body_util::BodyExt;
 use rigbox_control::App;
-use rigbox_edge::{AppRoute, EdgeUser, PlatformService};
+use rigbox_edge::{AppRoute, EdgeUser, NewSession, PlatformService};
 use rigbox_node::ingress::Ingress;
 use rigbox_types::WorkspaceId;
 use std::sync::Arc;
@@ -49,6 +49,36 @@ impl rigbox_edge::Directory for PlatformEdge {
                 email: u.email,
                 email_verified: u.email_verified,
             }))
+    }
+
+    async fn session_user(&self, token: &str, host: &str) -> Result<Option<EdgeUser>, String> {
+        Ok(self
+            .app
+            .app_session_user(token, host)
+            .await
+            .map_err(|e| e.message)?
+            .map(|u| EdgeUser {
+                id: u.id,
+                email: u.email,
+                email_verified: u.email_verified,
+            }))
+    }
+
+    async fn redeem(&self, code: &str, host: &str) -> Result<Option<NewSession>, String> {
+        Ok(self
+            .app
+            .redeem_app_code(code, host)
+            .await
+            .map_err(|e| e.message)?
+            .map(|s| NewSession {
+                token: s.token,
+                path: s.path,
+                max_age_secs: s.max_age_secs,
+            }))
+    }
+
+    async fn end_session(&self, token: &str) -> Result<(), String> {
+        self.app.end_app_session(token).await.map_err(|e| e.message)
     }
 
     async fn connect(&self, ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream> {

@@ -71,7 +71,10 @@ async fn apps_reach_a_real_vm_through_the_edge() {
     };
     let (s, app) = vms
         .api
-        .post("/apps", create("hello", 8000, json!({"visibility": "public"})))
+        .post(
+            "/apps",
+            create("hello", 8000, json!({"visibility": "public"})),
+        )
         .await;
     assert_eq!(s, 201, "{app}");
     assert_eq!(app["url"], url("hello", "").as_str());
@@ -91,7 +94,10 @@ async fn apps_reach_a_real_vm_through_the_edge() {
     assert_eq!(body, "hello from the vm\n");
 
     // A private app on the same port: who gets in, and what the app learns.
-    let (s, _) = vms.api.post("/apps", create("secret", 8000, json!({}))).await;
+    let (s, _) = vms
+        .api
+        .post("/apps", create("secret", 8000, json!({})))
+        .await;
     assert_eq!(s, 201);
     let r = c.get(url("secret", "/headers")).send().await.expect("send");
     assert_eq!(r.status().as_u16(), 403);
@@ -117,8 +123,13 @@ async fn apps_reach_a_real_vm_through_the_edge() {
     assert_eq!(r.status().as_u16(), 200);
     let h: Value = r.json().await.expect("json");
     assert_eq!(h["x-rigbox-user-email"], "vm@example.com");
-    assert!(h["x-rigbox-user-id"].as_str().is_some_and(|u| u.starts_with("usr-")));
-    assert_eq!(h["host"], format!("secret.rigbox.localhost:{port}").as_str());
+    assert!(h["x-rigbox-user-id"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("usr-")));
+    assert_eq!(
+        h["host"],
+        format!("secret.rigbox.localhost:{port}").as_str()
+    );
     assert_eq!(h["x-forwarded-proto"], "http");
     assert!(h.get("x-rigbox-key").is_none(), "{h}");
     let r = c
@@ -154,6 +165,38 @@ async fn apps_reach_a_real_vm_through_the_edge() {
             .expect("send");
         assert_eq!(r.status().as_u16(), want);
     }
+
+    // In a real browser: the private app sends it to the console, the user signs in and lands
+    // on the app page (screenshot kept in target/test-artifacts/).
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let shot = artifacts.join("private_app_login.png");
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in tests/browser first (scripts/test does)"
+    );
+    let out = tokio::process::Command::new("node")
+        .current_dir(&browser_dir)
+        .arg("app_login.mjs")
+        .args([
+            &url("secret", "/hello"),
+            "vm@example.com",
+            rigbox_testkit::PASSWORD,
+            "hello from the vm",
+        ])
+        .arg(&shot)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "browser: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shot.exists(), "screenshot saved");
 
     // A 5 MiB upload streams through.
     let r = c
@@ -199,7 +242,10 @@ async fn apps_reach_a_real_vm_through_the_edge() {
     // Nothing on the port: 502. A stopped workspace: 503.
     let (s, _) = vms
         .api
-        .post("/apps", create("closed", 8999, json!({"visibility": "public"})))
+        .post(
+            "/apps",
+            create("closed", 8999, json!({"visibility": "public"})),
+        )
         .await;
     assert_eq!(s, 201);
     let r = c.get(url("closed", "/")).send().await.expect("send");

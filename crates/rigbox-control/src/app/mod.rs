@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod app_auth;
 pub mod apps;
 pub mod auth;
 pub mod credits;

@@ -16,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(home))
         .route("/login", get(login_page))
         .route("/cli-login", get(cli_login))
+        .route("/app-auth", get(app_auth))
 }
 
 /// Escapes text for HTML.
@@ -106,6 +107,61 @@ document.getElementById('out').onclick = async (e) => {{ e.preventDefault(); awa
         ),
     )
     .into_response()
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+struct AppAuthQuery {
+    return_to: Option<String>,
+    prompt: Option<String>,
+}
+
+/// Step 2–3 of the app login round-trip (apps-and-routing.md §5): sign in if needed, then send
+/// the browser to the app's callback with a one-time code.
+async fn app_auth(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AppAuthQuery>,
+) -> Response {
+    let return_to = q.return_to.unwrap_or_default();
+    let invalid = || {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            page(
+                "Cannot sign in to this app",
+                "<p class=\"err\">invalid_return_to: the link does not point to an app of this platform.</p>",
+            ),
+        )
+            .into_response()
+    };
+    if app.parse_return_to(&return_to).is_err() {
+        return invalid();
+    }
+    let session = match q.prompt.as_deref() {
+        // "Switch account": always show the sign-in form.
+        Some("login") => None,
+        _ => session(&app, &headers).await,
+    };
+    let Some(p) = session else {
+        let next = format!("/app-auth?return_to={}", pct(&return_to));
+        return Redirect::to(&format!("/login?next={}", pct(&next))).into_response();
+    };
+    match app.mint_app_code(&p, &return_to).await {
+        Ok(callback) => Redirect::to(&callback).into_response(),
+        Err(_) => invalid(),
+    }
 }
 
 #[derive(Debug, Deserialize)]

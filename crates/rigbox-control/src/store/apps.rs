@@ -138,3 +138,93 @@ impl Store {
         )
     }
 }
+
+/// A one-time code of the app login round-trip, as redeemed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AppCodeRow {
+    pub user_id: String,
+    pub session_id: String,
+    pub app_host: String,
+    pub return_to: String,
+    pub expires_at: i64,
+}
+
+impl Store {
+    pub async fn insert_app_code(&self, code_hash: &str, c: &AppCodeRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO app_auth_codes (code_hash, user_id, session_id, app_host, return_to, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(code_hash)
+        .bind(&c.user_id)
+        .bind(&c.session_id)
+        .bind(&c.app_host)
+        .bind(&c.return_to)
+        .bind(c.expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes and returns a code: whoever deletes it first is its only user.
+    pub async fn take_app_code(&self, code_hash: &str) -> Result<Option<AppCodeRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "DELETE FROM app_auth_codes WHERE code_hash = $1 \
+             RETURNING user_id, session_id, app_host, return_to, expires_at",
+        )
+        .bind(code_hash)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    pub async fn insert_app_session(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        session_id: &str,
+        app_host: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO app_sessions (token_hash, user_id, session_id, app_host, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(session_id)
+        .bind(app_host)
+        .bind(now)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The user of a live app session for `app_host`: unexpired, and its console session
+    /// still alive (console logout and password changes end it).
+    pub async fn app_session_user(
+        &self,
+        token_hash: &str,
+        app_host: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT a.user_id FROM app_sessions a JOIN sessions s ON s.id = a.session_id \
+             WHERE a.token_hash = $1 AND a.app_host = $2 AND a.expires_at > $3 AND s.expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(app_host)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    pub async fn delete_app_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM app_sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
