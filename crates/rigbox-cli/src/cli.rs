@@ -380,6 +380,12 @@ pub enum AppCmd {
         #[command(flatten)]
         share: ShareFlags,
     },
+    /// Probe an app's port from its node: live, port open, HTTP status, latency.
+    Health {
+        /// App ID (app-…) or name.
+        #[arg(value_name = "APP")]
+        app: String,
+    },
     /// Rename, re-target, describe, enable or disable an app.
     Update {
         /// App ID (app-…) or name.

@@ -276,6 +276,11 @@ async fn run_app_cmd(api: &client::Api, a: AppCmd, local: bool) -> CliResult<Out
         AppCmd::Ls { workspace } => apps::ls(api, scope(local, workspace.as_deref())?).await,
         AppCmd::Get { app } => apps::get(api, scope(local, None)?, &app).await,
         AppCmd::Rm { app, yes } => apps::rm(api, scope(local, None)?, &app, yes).await,
+        AppCmd::Health { app } if local => apps::health(api, &app).await,
+        AppCmd::Health { .. } => Err(CliError::usage(format!(
+            "{} app health is not available inside a workspace; run it on your own machine",
+            bin_name()
+        ))),
         AppCmd::Share { app, share } => {
             apps::share(api, scope(local, None)?, &app, &share.share()).await
         }

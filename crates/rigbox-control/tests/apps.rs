@@ -110,6 +110,26 @@ async fn create_list_get_patch_share_delete() {
         (&json!("public"), &json!([]))
     );
 
+    // Health without a running workspace: no probe.
+    let (s, h) = me.get("/apps/blog/health").await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(
+        (
+            &h["live"],
+            &h["port_open"],
+            &h["http_status"],
+            &h["service_status"]
+        ),
+        (
+            &json!(false),
+            &json!(false),
+            &Value::Null,
+            &json!("unmanaged")
+        )
+    );
+    assert!(h["checked_at"].is_string());
+    assert_eq!(me.get("/apps/nope/health").await.0, 404);
+
     // Delete: 204, then 404.
     assert_eq!(me.delete("/apps/blog").await.0, 204);
     assert_eq!(me.get("/apps/blog").await.0, 404);

@@ -63,6 +63,8 @@ pub struct Node {
     reported: Mutex<HashMap<WorkspaceId, Report>>,
     wake: Notify,
     stop: Notify,
+    /// The node network, where VMs are reached (QEMU driver only).
+    net: std::sync::OnceLock<Arc<crate::net::Net>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -92,7 +94,29 @@ impl Node {
             reported: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             stop: Notify::new(),
+            net: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the node its network (QEMU driver), so it can reach its VMs' ports.
+    pub fn attach_net(&self, net: Arc<crate::net::Net>) {
+        let _ = self.net.set(net);
+    }
+
+    /// A TCP stream to `port` of the workspace's running VM, made inside the node namespace.
+    pub async fn connect(
+        &self,
+        ws: &WorkspaceId,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, crate::ingress::IngressError> {
+        use crate::ingress::IngressError;
+        let (Some(ip), Some(net)) = (self.lease_of(ws), self.net.get()) else {
+            return Err(IngressError::NotRunning(ws.clone()));
+        };
+        let addr = std::net::SocketAddrV4::new(ip, port);
+        net.connect(addr)
+            .await
+            .map_err(|source| IngressError::Connect { addr, source })
     }
 
     pub fn vmm(&self) -> &Arc<dyn Vmm> {
@@ -406,6 +430,15 @@ impl Node {
 
 #[async_trait::async_trait]
 impl NodeHandle for Node {
+    async fn probe_port(
+        &self,
+        ws: &WorkspaceId,
+        port: u16,
+        host: &str,
+    ) -> rigbox_types::node::PortProbe {
+        crate::ingress::probe_http(self, ws, port, host).await
+    }
+
     fn node_id(&self) -> &str {
         &self.config.node_id
     }

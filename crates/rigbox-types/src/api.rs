@@ -502,6 +502,19 @@ pub struct App {
     pub updated_at: String,
 }
 
+/// `GET /apps/{app}/health`: a live probe from the workspace's node.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AppHealth {
+    pub live: bool,
+    pub port_open: bool,
+    /// `unmanaged` until managed services exist.
+    pub service_status: String,
+    pub workspace_status: WorkspaceStatus,
+    pub http_status: Option<u16>,
+    pub latency_ms: Option<u64>,
+    pub checked_at: String,
+}
+
 /// `POST /apps` (and `POST /rig/v1/apps`, where `workspace_id` is the caller's workspace).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -191,4 +191,21 @@ pub trait NodeHandle: Send + Sync + 'static {
     ) -> Option<GuestAck>;
     /// What the workspace's agent last confirmed, if anything.
     async fn guest_ack(&self, workspace: &WorkspaceId) -> Option<GuestAck>;
+    /// Probes `port` of the workspace's VM from the node (apps-and-routing.md §8): a TCP
+    /// connect within 2 s, then `GET /` with `Host: host` answered within 5 s. Nodes that
+    /// cannot reach VMs (the simulated driver) report the port closed.
+    async fn probe_port(&self, workspace: &WorkspaceId, port: u16, host: &str) -> PortProbe {
+        let _ = (workspace, port, host);
+        PortProbe::default()
+    }
+}
+
+/// What [`NodeHandle::probe_port`] saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortProbe {
+    pub port_open: bool,
+    /// Status of `GET /`, when it answered in time.
+    pub http_status: Option<u16>,
+    /// Milliseconds to the response headers of that request.
+    pub latency_ms: Option<u64>,
 }

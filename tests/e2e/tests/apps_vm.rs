@@ -253,7 +253,39 @@ async fn apps_reach_a_real_vm_through_the_edge() {
         (r.status().as_u16(), code(&r.json().await.expect("json"))),
         (502, "upstream_unreachable".into())
     );
+    // The health probe runs from the node, whatever the visibility.
+    let (s, h) = vms.api.get("/apps/secret/health").await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(
+        (
+            &h["live"],
+            &h["port_open"],
+            &h["http_status"],
+            &h["workspace_status"],
+            &h["service_status"]
+        ),
+        (
+            &json!(true),
+            &json!(true),
+            &json!(404),
+            &json!("running"),
+            &json!("unmanaged")
+        ),
+        "the app answers / with 404, which is alive: {h}"
+    );
+    assert!(h["latency_ms"].is_u64(), "{h}");
+    let (_, h) = vms.api.get("/apps/closed/health").await;
+    assert_eq!(
+        (&h["live"], &h["port_open"], &h["http_status"]),
+        (&json!(false), &json!(false), &Value::Null)
+    );
+
     vms.stop_ws(&id).await;
+    let (_, h) = vms.api.get("/apps/hello/health").await;
+    assert_eq!(
+        (&h["live"], &h["workspace_status"]),
+        (&json!(false), &json!("stopped"))
+    );
     let r = c.get(url("hello", "/hello")).send().await.expect("send");
     assert_eq!(
         (r.status().as_u16(), code(&r.json().await.expect("json"))),

@@ -244,3 +244,24 @@ pub async fn update(api: &Api, scope: Scope<'_>, app: &str, u: &Update) -> CliRe
     };
     Ok(Out::doc(a).with_message(msg))
 }
+
+/// `app health` (exit 0 even when the app is not live).
+pub async fn health(api: &Api, app: &str) -> CliResult<Out> {
+    api.require_key()?;
+    let h = api.get(&format!("{}/health", app_path(app))).await?;
+    let live = if h["live"] == true { "yes" } else { "no" };
+    let open = if h["port_open"] == true { "yes" } else { "no" };
+    let latency = match h["latency_ms"].as_u64() {
+        Some(ms) => Value::from(format!("{ms} ms")),
+        None => Value::Null,
+    };
+    let msg = labelled(&[
+        ("Live", &Value::from(live)),
+        ("Port open", &Value::from(open)),
+        ("HTTP status", &h["http_status"]),
+        ("Latency", &latency),
+        ("Workspace", &h["workspace_status"]),
+        ("Checked", &h["checked_at"]),
+    ]);
+    Ok(Out::doc(h).with_message(msg))
+}

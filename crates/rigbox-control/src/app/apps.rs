@@ -7,11 +7,11 @@ use super::{page_params, ApiError, ApiResult, App};
 use crate::store::{AppRow, StoreError, WorkspaceRow};
 use rigbox_types::agent::BridgeCaller;
 use rigbox_types::api::{
-    App as AppView, AppProtocol, AppStatus, AppVisibility, CreateAppRequest, List, PatchAppRequest,
-    VisibilityRequest,
+    App as AppView, AppHealth, AppProtocol, AppStatus, AppVisibility, CreateAppRequest, List,
+    PatchAppRequest, VisibilityRequest, WorkspaceStatus,
 };
 use rigbox_types::time_fmt::from_micros;
-use rigbox_types::{AppId, ErrorCode};
+use rigbox_types::{AppId, ErrorCode, WorkspaceId};
 
 /// Names no app may take, besides the regions and the operator's list.
 const RESERVED: &[&str] = &["www", "api", "console", "admin", "ssh", "mail"];
@@ -202,6 +202,35 @@ impl App {
             return Err(ApiError::not_found("App"));
         }
         Ok(self.app_view(&row))
+    }
+
+    /// `GET /apps/{app}/health`: a live probe from the workspace's node, whatever the
+    /// visibility; no probe unless the workspace runs.
+    pub async fn app_health(&self, p: &Principal, app: &str) -> ApiResult<AppHealth> {
+        let a = self.find_app(p, app).await?;
+        let ws = self
+            .store
+            .workspace_by_id(self.store.pool(), &a.workspace_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(&format!("App {app:?}")))?;
+        let status = super::workspaces::status_of(&ws);
+        let mut probe = rigbox_types::node::PortProbe::default();
+        if status == WorkspaceStatus::Running {
+            if let (Some(node), Some(id)) = (self.node(&ws.node_id), WorkspaceId::parse(&ws.id)) {
+                let host = format!("{}.{}", a.name, self.config.base_domain);
+                let port = u16::try_from(a.port).unwrap_or(0);
+                probe = node.probe_port(&id, port, &host).await;
+            }
+        }
+        Ok(AppHealth {
+            live: probe.http_status.is_some_and(|s| s < 500),
+            port_open: probe.port_open,
+            service_status: "unmanaged".into(),
+            workspace_status: status,
+            http_status: probe.http_status,
+            latency_ms: probe.latency_ms,
+            checked_at: from_micros(self.now()),
+        })
     }
 
     /// `DELETE /apps/{app}`: only the route goes; nothing in the VM is touched.

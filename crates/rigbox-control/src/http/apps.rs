@@ -89,3 +89,13 @@ pub async fn visibility(
 ) -> Result<Json<App>, ApiError> {
     Ok(Json(app.set_app_visibility(&p, &id, r).await?))
 }
+
+#[utoipa::path(get, path = "/api/v1/apps/{app}/health", tag = "apps", params(("app" = String, Path)),
+    responses((status = 200, body = AppHealth), (status = 404, body = ErrorBody)))]
+pub async fn health(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<AppHealth>, ApiError> {
+    Ok(Json(app.app_health(&p, &id).await?))
+}

@@ -91,6 +91,7 @@ fn api_routes() -> Router<AppState> {
             get(apps::get).patch(apps::patch).delete(apps::delete),
         )
         .route("/apps/{app}/visibility", put(apps::visibility))
+        .route("/apps/{app}/health", get(apps::health))
         .route("/workspaces/{ws}/ssh-keys", get(workspaces::ssh_keys))
         .route(
             "/workspaces/{ws}/ssh-keys/sync",

@@ -102,7 +102,7 @@ impl Modify for Security {
         workspaces::list, workspaces::create, workspaces::get, workspaces::delete,
         workspaces::start, workspaces::stop, workspaces::restart, workspaces::cancel, workspaces::retry,
         workspaces::resize, workspaces::get_env, workspaces::patch_env, workspaces::ssh_keys, workspaces::sync_ssh_keys,
-        apps::list, apps::create, apps::get, apps::patch, apps::delete, apps::visibility,
+        apps::list, apps::create, apps::get, apps::patch, apps::delete, apps::visibility, apps::health,
     ),
     components(schemas(rigbox_types::ErrorBody, rigbox_types::ErrorDetail, rigbox_types::ErrorCode))
 )]
