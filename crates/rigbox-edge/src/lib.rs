@@ -11,7 +11,8 @@
 //! one-time code, the edge's `/.rigbox/auth/callback` redeems it for a host-only
 //! `rigbox_app_session` cookie, `/.rigbox/auth/logout` ends it.
 //!
-//! Not yet here: `h2c` upstreams, HTTP/2 extended CONNECT for WebSockets, the health probe.
+//! Not yet here: HTTP/2 extended CONNECT for WebSockets (HTTP/1.1 upgrades work), a route cache
+//! and upstream connection pooling.
 
 mod auth;
 pub mod host;
@@ -45,6 +46,8 @@ pub struct AppRoute {
     pub workspace_running: bool,
     pub status: AppStatus,
     pub port: u16,
+    /// Speak HTTP/2 with prior knowledge to the app (`protocol: h2c`), else HTTP/1.1.
+    pub h2c: bool,
     pub visibility: AppVisibility,
     /// Lowercased; used only for `privileged`.
     pub allowed_emails: Vec<String>,

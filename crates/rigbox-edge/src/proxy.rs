@@ -313,17 +313,9 @@ async fn forward(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-            Ok(x) => x,
-            Err(_) => return unreachable(),
-        };
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    let wants_upgrade = is_upgrade(req.headers());
+    let wants_upgrade = is_upgrade(req.headers()) && !route.h2c;
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
-    let headers = upstream_headers(req.headers(), host, conn, user);
+    let mut headers = upstream_headers(req.headers(), host, conn, user);
     let path = req
         .uri()
         .path_and_query()
@@ -333,27 +325,59 @@ async fn forward(
     let body = http_body_util::Limited::new(req.into_body(), edge.cfg.max_body_bytes as usize);
     let mut up = Request::new(body);
     *up.method_mut() = method;
-    *up.uri_mut() = path
-        .parse::<Uri>()
-        .unwrap_or_else(|_| Uri::from_static("/"));
-    *up.version_mut() = Version::HTTP_11;
-    *up.headers_mut() = headers;
-    let mut resp =
-        match tokio::time::timeout(edge.cfg.header_timeout, sender.send_request(up)).await {
-            Err(_) => {
-                return response::error_for(
-                    page,
-                    504,
-                    "upstream_timeout",
-                    "The app did not answer in time.",
-                )
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(app = %route.name, error = %e, "edge: upstream request failed");
-                return unreachable();
-            }
-            Ok(Ok(r)) => r,
+    let sent = if route.h2c {
+        // HTTP/2 with prior knowledge: the original host travels as :authority.
+        let authority = headers
+            .remove(header::HOST)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_else(|| host.to_owned());
+        *up.uri_mut() = format!("http://{authority}{path}")
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *up.version_mut() = Version::HTTP_2;
+        *up.headers_mut() = headers;
+        let (mut sender, connection) = match hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => return unreachable(),
         };
+        tokio::spawn(connection);
+        tokio::time::timeout(edge.cfg.header_timeout, sender.send_request(up)).await
+    } else {
+        *up.uri_mut() = path
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = headers;
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(x) => x,
+                Err(_) => return unreachable(),
+            };
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        tokio::time::timeout(edge.cfg.header_timeout, sender.send_request(up)).await
+    };
+    let mut resp = match sent {
+        Err(_) => {
+            return response::error_for(
+                page,
+                504,
+                "upstream_timeout",
+                "The app did not answer in time.",
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(app = %route.name, error = %e, "edge: upstream request failed");
+            return unreachable();
+        }
+        Ok(Ok(r)) => r,
+    };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);

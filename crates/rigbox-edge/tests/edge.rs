@@ -74,10 +74,37 @@ async fn backend() -> SocketAddr {
     addr
 }
 
+/// A backend that speaks only HTTP/2 with prior knowledge (like a gRPC server).
+async fn h2c_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let doc = json!({
+                        "version": format!("{:?}", req.version()),
+                        "authority": req.uri().authority().map(|a| a.to_string()),
+                        "path": req.uri().path(),
+                    });
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(doc.to_string()))))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
 struct Table {
     apps: Mutex<HashMap<String, AppRoute>>,
     keys: HashMap<String, EdgeUser>,
     backend: SocketAddr,
+    h2c_backend: SocketAddr,
 }
 
 #[async_trait::async_trait]
@@ -107,6 +134,9 @@ impl Directory for Table {
         if port == 1 {
             return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         }
+        if port == 2 {
+            return TcpStream::connect(self.h2c_backend).await;
+        }
         TcpStream::connect(self.backend).await
     }
 }
@@ -130,6 +160,7 @@ fn route(name: &str, visibility: AppVisibility) -> AppRoute {
         visibility,
         allowed_emails: vec!["friend@example.com".into(), "unverified@example.com".into()],
         owner_id: "usr-owner000".into(),
+        h2c: false,
     }
 }
 
@@ -177,10 +208,15 @@ impl Env {
         .into_iter()
         .map(|(k, u)| (k.to_owned(), u))
         .collect();
+        let mut grpc = route("grpc", AppVisibility::Public);
+        grpc.port = 2;
+        grpc.h2c = true;
+        apps.insert("grpc".into(), grpc);
         let table = Arc::new(Table {
             apps: Mutex::new(apps),
             keys,
             backend,
+            h2c_backend: h2c_backend().await,
         });
         let platform: PlatformService = Arc::new(|_req, _addr| {
             Box::pin(async { Response::new(rigbox_edge::full_body("the console")) })
@@ -205,7 +241,7 @@ impl Env {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
         for h in [
-            "pub", "mine", "shared", "off", "stopped", "closed", "nope", "a.b",
+            "pub", "mine", "shared", "off", "stopped", "closed", "nope", "a.b", "grpc",
         ] {
             b = b.resolve(&format!("{h}.{BASE}"), self.addr);
         }
@@ -476,6 +512,16 @@ async fn visibility_forwarding_and_errors_over_http() {
         .await
         .expect("send");
     assert_eq!(json_of(r).await.1["body_len"], 1000);
+
+    // An h2c app gets HTTP/2 with prior knowledge, the original host as :authority.
+    let (s, echo) = json_of(get("grpc", "/svc/Method").send().await.expect("send")).await;
+    assert_eq!(s, 200, "{echo}");
+    assert_eq!(echo["version"], "HTTP/2.0");
+    assert_eq!(echo["path"], "/svc/Method");
+    assert_eq!(
+        echo["authority"],
+        format!("grpc.{BASE}:{}", env.addr.port()).as_str()
+    );
 
     // Routes change live: a new app serves on the next request, a deleted one stops.
     env.table

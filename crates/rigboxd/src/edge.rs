@@ -32,6 +32,7 @@ impl rigbox_edge::Directory for PlatformEdge {
             workspace_running: e.workspace_running,
             status: a.status,
             port: u16::try_from(a.port).unwrap_or(0),
+            h2c: a.protocol == rigbox_types::api::AppProtocol::H2c,
             visibility: a.visibility,
             allowed_emails: a.allowed_emails,
             owner_id: a.user_id,
