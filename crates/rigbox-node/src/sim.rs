@@ -30,6 +30,10 @@ pub struct SimConfig {
     pub fail_launch: Vec<String>,
     /// Workspace names whose guest never boots (ends in `boot_timeout`).
     pub hang_boot: Vec<String>,
+    /// Where every port of a simulated VM is served from (a server on this machine), so apps
+    /// of simulated workspaces answer: development, edge tests and `bench/edge`. None: they
+    /// refuse connections like a VM with nothing listening.
+    pub app_upstream: Option<std::net::SocketAddr>,
 }
 
 impl Default for SimConfig {
@@ -41,6 +45,7 @@ impl Default for SimConfig {
             fail_provision: Vec::new(),
             fail_image: Vec::new(),
             fail_launch: Vec::new(),
+            app_upstream: None,
             hang_boot: Vec::new(),
         }
     }

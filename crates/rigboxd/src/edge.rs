@@ -11,8 +11,10 @@ use tokio::net::TcpStream;
 
 pub struct PlatformEdge {
     pub app: Arc<App>,
-    /// None with the simulated VMM, whose workspaces serve nothing.
+    /// None with the simulated VMM.
     pub ingress: Option<Ingress>,
+    /// With the simulated VMM: the local server every app port is served from, if any.
+    pub sim_upstream: Option<std::net::SocketAddr>,
 }
 
 #[async_trait::async_trait]
@@ -83,13 +85,11 @@ impl rigbox_edge::Directory for PlatformEdge {
     }
 
     async fn connect(&self, ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream> {
-        let Some(ingress) = &self.ingress else {
-            return Err(std::io::Error::other("simulated workspaces serve nothing"));
-        };
-        ingress
-            .connect(ws, port)
-            .await
-            .map_err(std::io::Error::other)
+        match (&self.ingress, self.sim_upstream) {
+            (Some(ingress), _) => ingress.connect(ws, port).await.map_err(std::io::Error::other),
+            (None, Some(addr)) => TcpStream::connect(addr).await,
+            (None, None) => Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        }
     }
 }
 

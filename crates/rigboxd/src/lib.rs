@@ -387,6 +387,7 @@ impl Platform {
             Arc::new(edge::PlatformEdge {
                 app: app.clone(),
                 ingress: ingress.clone(),
+                sim_upstream: cfg.sim.app_upstream,
             }),
             edge::platform_service(rigbox_control::http::router(app.clone())),
         );

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Edge benchmark, in one run, against the same backend on loopback (nginx serving a small static
+# response):
+#   direct:  wrk -> backend
+#   nginx:   wrk -> nginx (Debian) as a TLS reverse proxy -> backend (proxy_pass, defaults)
+#   edge:    wrk -> rigboxd's edge (TLS, the app's route read from the control plane's SQLite at
+#            every request, visibility public) -> backend
+# rigboxd runs the simulated VMM with `[sim] app_upstream` pointing at the backend, so the edge
+# forwards exactly as it does to a VM, minus the node namespace.
+# For each: requests/s and p50/p99 latency with keep-alive connections, and with a new TLS
+# connection per request (`Connection: close`). Then the time from an app-create API response to
+# the route serving through the edge, with 1 and with 1,000 routes.
+# Medians of ROUNDS (default 3) alternating runs of DURATION seconds (default 10). Run alone.
+#
+#   bench/edge/run.sh            (needs wrk, nginx, openssl, python3, jq, curl)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds="${ROUNDS:-3}" duration="${DURATION:-10}" conns="${CONNS:-32}"
+target="${CARGO_TARGET_DIR:-target}"
+for c in wrk nginx openssl python3 jq curl; do
+    command -v "$c" >/dev/null || { echo "run.sh: needs $c (apt-get install wrk nginx-light openssl python3 jq curl)" >&2; exit 1; }
+done
+cargo build -q --release -p rigboxd
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+backend="$(free_port)" proxy="$(free_port)"
+
+# Backend and nginx proxy: one nginx, two servers.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+mkdir -p "$work/nginx/logs"
+cat > "$work/nginx.conf" <<EOF
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server { listen 127.0.0.1:$backend; location / { return 200 "hello from the backend\n"; } }
+    server {
+        listen 127.0.0.1:$proxy ssl http2;
+        ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+        location / { proxy_pass http://127.0.0.1:$backend; }
+    }
+}
+EOF
+nginx -c "$work/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
+pids+=($!)
+
+# rigboxd with the edge on HTTPS (local CA), simulated VMs serving from the backend.
+printf '[sim]\nprovision_ms = 50\nboot_ms = 200\nstop_ms = 50\napp_upstream = "127.0.0.1:%s"\n' "$backend" > "$work/rigboxd.toml"
+"$target/release/rigboxd" up --vmm sim --tls local-ca --https-port 0 --http-port 0 --ssh-port 0 \
+    --config "$work/rigboxd.toml" --data-dir "$work/data" > "$work/rigboxd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do [ -f "$work/data/ready.json" ] && break; sleep 0.1; done
+[ -f "$work/data/ready.json" ] || { cat "$work/rigboxd.log" >&2; exit 1; }
+api="$(jq -r .api_url "$work/data/ready.json")/api/v1"
+edge="$(jq -r .https_url "$work/data/ready.json")"
+printf 'bench-password-1\n' | "$target/release/rigboxd" admin --data-dir "$work/data" user create --email bench@example.com >/dev/null
+"$target/release/rigboxd" admin --data-dir "$work/data" user set-limit --email bench@example.com --key max_apps_per_vm --value 2000 >/dev/null
+session="$(curl -sf "$api/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","password":"bench-password-1"}' | jq -r .token)"
+token="$(curl -sf "$api/api-keys" -H "authorization: Bearer $session" -H 'content-type: application/json' -d '{"name":"bench"}' | jq -r .key)"
+call() { curl -sf "$api$2" -X "$1" -H "authorization: Bearer $token" -H 'content-type: application/json' ${3:+-d "$3"}; }
+id="$(call POST /workspaces '{"name":"bench"}' | jq -r .id)"
+for _ in $(seq 1 100); do [ "$(call GET "/workspaces/$id" | jq -r .status)" = provisioned ] && break; sleep 0.1; done
+call POST "/workspaces/$id/start" '{}' >/dev/null
+for _ in $(seq 1 100); do [ "$(call GET "/workspaces/$id" | jq -r .status)" = running ] && break; sleep 0.1; done
+call POST /apps "{\"workspace_id\":\"$id\",\"name\":\"bench\",\"port\":80,\"visibility\":\"public\"}" >/dev/null
+host="bench.rigbox.localhost"
+curl -sfk "$edge/" -H "host: $host" | grep -q "hello from the backend" || { echo "the edge does not serve the app" >&2; tail "$work/rigboxd.log" >&2; exit 1; }
+
+# wrk NAME URL [extra args] -> "rps p50_ms p99_ms"
+run_wrk() {
+    local out
+    out="$(wrk -t2 -c"$conns" -d"${duration}s" --latency "$@" 2>&1)"
+    local rps p50 p99
+    rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+    p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
+    p99="$(echo "$out" | awk '$1 == "99%" {print $2}')"
+    ms() { echo "$1" | awk '/us$/ {sub("us","");print $1/1000; next} /ms$/ {sub("ms","");print $1; next} /s$/ {sub("s","");print $1*1000}'; }
+    echo "$rps $(ms "$p50") $(ms "$p99")"
+}
+median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+for mode in keepalive newconn; do
+    extra=()
+    [ "$mode" = newconn ] && extra=(-H "Connection: close")
+    for r in $(seq 1 "$rounds"); do
+        echo "direct $(run_wrk "${extra[@]}" "http://127.0.0.1:$backend/")" >> "$work/$mode"
+        echo "nginx $(run_wrk "${extra[@]}" "https://127.0.0.1:$proxy/")" >> "$work/$mode"
+        echo "edge $(run_wrk "${extra[@]}" -H "Host: $host" "$edge/")" >> "$work/$mode"
+        echo "  $mode round $r: $(tail -3 "$work/$mode" | tr '\n' ';')"
+    done
+done
+
+# Route changes: from the create response to the first 200 through the edge.
+cat > "$work/route.py" <<'EOF'
+import http.client, json, ssl, sys, time
+api, edge_port, token, ws, prefix, n = sys.argv[1:7]
+ctx = ssl._create_unverified_context()
+host, port = api.split("//")[1].split("/")[0].split(":")
+def create(name):
+    c = http.client.HTTPConnection(host, int(port))
+    c.request("POST", "/api/v1/apps", json.dumps({"workspace_id": ws, "name": name, "port": 80, "visibility": "public"}),
+              {"authorization": "Bearer " + token, "content-type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status == 201, r.status
+out = []
+e = http.client.HTTPSConnection("127.0.0.1", int(edge_port), context=ctx)
+for i in range(int(n)):
+    name = f"{prefix}{i}"
+    create(name)
+    t0 = time.perf_counter()
+    while True:
+        e.request("GET", "/", headers={"host": f"{name}.rigbox.localhost"})
+        r = e.getresponse(); r.read()
+        if r.status == 200:
+            break
+    out.append((time.perf_counter() - t0) * 1000)
+out.sort()
+print(f"{out[len(out)//2]:.2f}")
+EOF
+edge_port="${edge##*:}"
+one="$(python3 "$work/route.py" "$api" "$edge_port" "$token" "$id" first 5)"
+for i in $(seq 1 1000); do echo "{\"workspace_id\":\"$id\",\"name\":\"filler-$i\",\"port\":80,\"visibility\":\"public\"}"; done \
+    | while read -r body; do call POST /apps "$body" >/dev/null; done
+thousand="$(python3 "$work/route.py" "$api" "$edge_port" "$token" "$id" later 5)"
+
+echo
+printf '%-10s %-8s %10s %9s %9s\n' mode path rps p50_ms p99_ms
+for mode in keepalive newconn; do
+    for path in direct nginx edge; do
+        rps="$(awk -v p=$path '$1 == p {print $2}' "$work/$mode" | median)"
+        p50="$(awk -v p=$path '$1 == p {print $3}' "$work/$mode" | median)"
+        p99="$(awk -v p=$path '$1 == p {print $4}' "$work/$mode" | median)"
+        printf '%-10s %-8s %10s %9s %9s\n' "$mode" "$path" "$rps" "$p50" "$p99"
+        eval "${mode}_${path}_rps=$rps ${mode}_${path}_p99=$p99"
+    done
+    echo "  $mode: edge/nginx rps = $(echo "scale=2; ${mode}_edge_rps / ${mode}_nginx_rps" | sed "s/${mode}_edge_rps/$(eval echo \$${mode}_edge_rps)/; s/${mode}_nginx_rps/$(eval echo \$${mode}_nginx_rps)/" | bc)x, edge/nginx p99 = $(echo "scale=2; $(eval echo \$${mode}_edge_p99) / $(eval echo \$${mode}_nginx_p99)" | bc)x"
+done
+echo "route live after create (median of 5): ${one} ms with 1 route, ${thousand} ms with 1,000 routes"
