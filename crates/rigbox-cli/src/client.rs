@@ -256,18 +256,7 @@ fn retry_after(headers: &[(String, String)]) -> u64 {
         .clamp(1, MAX_RETRY_AFTER_SECS)
 }
 
-/// Percent-encodes a path segment or query value.
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use rigbox_types::names::percent_encode as urlencode;
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;

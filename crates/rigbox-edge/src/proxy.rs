@@ -180,17 +180,7 @@ pub(crate) fn authority_of(req: &Request<Incoming>, host: &str) -> String {
         .unwrap_or_else(|| host.to_owned())
 }
 
-pub(crate) fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use rigbox_types::names::percent_encode as urlencode;
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)

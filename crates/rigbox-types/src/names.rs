@@ -54,6 +54,20 @@ pub fn app_name(input: &str) -> Result<String, NameError> {
     Ok(slug)
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters (`A-Za-z0-9-._~`): safe as
+/// a path segment or a query value.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Region names: 2–32 characters of `[a-z0-9-]`.
 pub fn is_region_name(s: &str) -> bool {
     (2..=32).contains(&s.len())

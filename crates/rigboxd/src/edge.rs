@@ -47,11 +47,7 @@ impl rigbox_edge::Directory for PlatformEdge {
             .edge_key_user(key)
             .await
             .map_err(|e| e.message)?
-            .map(|u| EdgeUser {
-                id: u.id,
-                email: u.email,
-                email_verified: u.email_verified,
-            }))
+            .map(edge_user))
     }
 
     async fn session_user(&self, token: &str, host: &str) -> Result<Option<EdgeUser>, String> {
@@ -60,11 +56,7 @@ impl rigbox_edge::Directory for PlatformEdge {
             .app_session_user(token, host)
             .await
             .map_err(|e| e.message)?
-            .map(|u| EdgeUser {
-                id: u.id,
-                email: u.email,
-                email_verified: u.email_verified,
-            }))
+            .map(edge_user))
     }
 
     async fn redeem(&self, code: &str, host: &str) -> Result<Option<NewSession>, String> {
@@ -86,10 +78,21 @@ impl rigbox_edge::Directory for PlatformEdge {
 
     async fn connect(&self, ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream> {
         match (&self.ingress, self.sim_upstream) {
-            (Some(ingress), _) => ingress.connect(ws, port).await.map_err(std::io::Error::other),
+            (Some(ingress), _) => ingress
+                .connect(ws, port)
+                .await
+                .map_err(std::io::Error::other),
             (None, Some(addr)) => TcpStream::connect(addr).await,
             (None, None) => Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
         }
+    }
+}
+
+fn edge_user(u: rigbox_control::store::UserRow) -> EdgeUser {
+    EdgeUser {
+        id: u.id,
+        email: u.email,
+        email_verified: u.email_verified,
     }
 }
 

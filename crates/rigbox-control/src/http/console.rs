@@ -109,18 +109,7 @@ document.getElementById('out').onclick = async (e) => {{ e.preventDefault(); awa
     .into_response()
 }
 
-/// Percent-encodes everything but unreserved characters.
-fn pct(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use rigbox_types::names::percent_encode as pct;
 
 #[derive(Debug, Deserialize)]
 struct AppAuthQuery {
@@ -182,15 +171,7 @@ async fn cli_login(
                 .filter(char::is_ascii_alphanumeric)
                 .collect::<String>()
         );
-        let mut enc = String::new();
-        for b in next.bytes() {
-            if b.is_ascii_alphanumeric() || b == b'/' || b == b'-' {
-                enc.push(b as char);
-            } else {
-                enc.push_str(&format!("%{b:02X}"));
-            }
-        }
-        return Redirect::to(&format!("/login?next={enc}")).into_response();
+        return Redirect::to(&format!("/login?next={}", pct(&next))).into_response();
     };
     let details = match app.cli_session_details(&p, &code).await {
         Ok(d) => d,
