@@ -139,12 +139,20 @@ fn alive(pid: i32, ws: &WorkspaceId) -> bool {
     if matches!(state, Some("Z" | "X")) {
         return false;
     }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            c.split(|b| *b == 0)
-                .any(|arg| arg.starts_with(format!("guest={ws},").as_bytes()))
-        })
-        .unwrap_or(false)
+    // While a process execs (`ip netns exec` becoming QEMU) its cmdline reads empty for a
+    // moment: read again rather than call a starting VM dead.
+    for _ in 0..5 {
+        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        if !c.is_empty() {
+            return c
+                .split(|b| *b == 0)
+                .any(|arg| arg.starts_with(format!("guest={ws},").as_bytes()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    false
 }
 
 fn kill9(pid: i32) {
@@ -528,21 +536,30 @@ impl QemuVmm {
             });
             r.exit = None;
         });
+        // QEMU is up once its monitor listens; a bad argument or a missing tap ends it first.
+        // Our own child handle says whether it exited: `alive()` reads /proc, whose cmdline is
+        // briefly empty while `ip netns exec` execs QEMU, and must not be trusted here.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dir.join("qmp.sock").exists() {
+            let exited = !matches!(child.try_wait(), Ok(None));
+            if exited || Instant::now() >= deadline {
+                kill9(pid);
+                let _ = child.wait().await;
+                self.update(ws, |r| r.vm = None);
+                self.net.detach(spec.ip, &spec.mac).await;
+                let log = tail(&dir.join("qemu.log"), 5);
+                return Err(VmmError::Launch(if log.is_empty() {
+                    "QEMU ended before its monitor listened (no output)".into()
+                } else {
+                    log
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Reap our own child when it exits (a re-adopted VM is reaped by init instead).
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
-        // QEMU is up once its monitor listens; a bad argument or a missing tap ends it first.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !dir.join("qmp.sock").exists() {
-            if !alive(pid, ws) || Instant::now() >= deadline {
-                kill9(pid);
-                self.update(ws, |r| r.vm = None);
-                self.net.detach(spec.ip, &spec.mac).await;
-                return Err(VmmError::Launch(tail(&dir.join("qemu.log"), 5)));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         self.watch(ws);
         Ok(())
     }
