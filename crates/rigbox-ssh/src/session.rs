@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// What a user who asked for `-R` reads on stderr (TCP and Unix-socket forwarding alike).
+const NO_REMOTE_FORWARDING: &str =
+    "remote port forwarding (-R) is not available through the Rigbox gateway";
+
 /// How long a channel request waits for the VM's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -528,8 +532,7 @@ impl server::Handler for Conn {
         _port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.notices
-            .push("remote port forwarding (-R) is not available through the Rigbox gateway");
+        self.notices.push(NO_REMOTE_FORWARDING);
         Ok(false)
     }
 
@@ -538,8 +541,7 @@ impl server::Handler for Conn {
         _socket_path: &str,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.notices
-            .push("remote port forwarding (-R) is not available through the Rigbox gateway");
+        self.notices.push(NO_REMOTE_FORWARDING);
         Ok(false)
     }
 }

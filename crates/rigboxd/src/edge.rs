@@ -23,21 +23,20 @@ impl rigbox_edge::Directory for PlatformEdge {
         let Some(e) = self.app.edge_route(name).await.map_err(|e| e.message)? else {
             return Ok(None);
         };
-        let a = e.view;
-        let Some(workspace_id) = WorkspaceId::parse(&a.workspace_id) else {
+        let Some(workspace_id) = WorkspaceId::parse(&e.row.workspace_id) else {
             return Ok(None);
         };
         Ok(Some(AppRoute {
-            app_id: a.id,
-            name: a.name,
+            app_id: e.row.id,
+            name: e.row.name,
             workspace_id,
             workspace_running: e.workspace_running,
-            status: a.status,
-            port: u16::try_from(a.port).unwrap_or(0),
-            h2c: a.protocol == rigbox_types::api::AppProtocol::H2c,
-            visibility: a.visibility,
-            allowed_emails: a.allowed_emails,
-            owner_id: a.user_id,
+            status: e.status,
+            port: u16::try_from(e.row.port).unwrap_or(0),
+            h2c: e.protocol == rigbox_types::api::AppProtocol::H2c,
+            visibility: e.visibility,
+            allowed_emails: e.allowed_emails,
+            owner_id: e.row.user_id,
         }))
     }
 

@@ -313,10 +313,14 @@ impl App {
         else {
             return Ok(None);
         };
+        // Only what routing needs: this runs on every request, so no URL or timestamps.
         Ok(Some(EdgeApp {
-            workspace_running: super::workspaces::status_of(&ws)
-                == rigbox_types::api::WorkspaceStatus::Running,
-            view: self.app_view(&a),
+            workspace_running: super::workspaces::status_of(&ws) == WorkspaceStatus::Running,
+            protocol: AppProtocol::parse(&a.protocol).unwrap_or_default(),
+            visibility: AppVisibility::parse(&a.visibility).unwrap_or_default(),
+            status: AppStatus::parse(&a.status).unwrap_or_default(),
+            allowed_emails: serde_json::from_str(&a.allowed_emails).unwrap_or_default(),
+            row: a,
         }))
     }
 
@@ -337,7 +341,12 @@ impl App {
 /// An app as the edge routes it.
 #[derive(Debug, Clone)]
 pub struct EdgeApp {
-    pub view: AppView,
+    /// The stored app (`id`, `name`, `workspace_id`, `user_id`, `port`).
+    pub row: AppRow,
+    pub protocol: AppProtocol,
+    pub visibility: AppVisibility,
+    pub status: AppStatus,
+    pub allowed_emails: Vec<String>,
     pub workspace_running: bool,
 }
 
