@@ -47,6 +47,25 @@ pub struct ControlConfig {
     /// Origin suffix of app URLs: `<scheme>://<app>.<base-domain><apps_port_suffix>`, e.g.
     /// `:8443` when the edge is not on the scheme's default port.
     pub apps_port_suffix: String,
+    /// Which managed AI upstreams the platform's proxy offers (what `/rig/v1/proxy/env` and the
+    /// guest's environment advertise). Set by `rigboxd` from its `[ai]` section, so it is not a
+    /// key of the control-plane configuration itself.
+    #[serde(skip)]
+    pub managed_ai: ManagedAi,
+}
+
+/// The managed AI proxy as the control plane advertises it to workspaces (bridge-and-ai.md §5,
+/// §10). All false by default: no AI variables are exported and no proxy groups offered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ManagedAi {
+    /// `ai.enabled`: the proxy serves requests at all.
+    pub enabled: bool,
+    /// The OpenRouter-compatible upstream is configured (`/v1/chat/completions`, …).
+    pub openrouter: bool,
+    /// The Anthropic-native upstream is configured (`/v1/messages`).
+    pub anthropic: bool,
+    /// The Brave Search upstream is configured (`/brave/…`).
+    pub brave: bool,
 }
 
 /// Requests per minute per class (limits-and-accounts.md §6).
@@ -169,6 +188,7 @@ impl Default for ControlConfig {
             apps_port_suffix: String::new(),
             gateway_authorized_keys: Vec::new(),
             secure_cookies: true,
+            managed_ai: ManagedAi::default(),
         }
     }
 }

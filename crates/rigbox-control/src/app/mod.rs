@@ -11,6 +11,7 @@ pub mod credits;
 pub mod error;
 pub mod keys;
 pub mod lifecycle;
+pub mod proxy_env;
 pub mod ratelimit;
 pub mod workspaces;
 

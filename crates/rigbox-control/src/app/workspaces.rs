@@ -878,12 +878,9 @@ impl App {
                 .map(|k| k.line)
                 .collect(),
             gateway_authorized_keys: self.config.gateway_authorized_keys.clone(),
-            // Platform variables (the managed AI pair) come first once the AI proxy exists.
-            env: user_env
-                .into_iter()
-                .map(|(key, value)| EnvVar { key, value })
-                .collect(),
-            proxy_env: Vec::new(),
+            env: guest_env(self.platform_env(), user_env),
+            // The compatibility set of `~/.rigbox/proxy.env` is the `all` group.
+            proxy_env: self.proxy_groups().all.unwrap_or_default(),
             volumes: Vec::new(),
             requests: Vec::new(),
         })
@@ -1051,6 +1048,24 @@ impl App {
             used,
         })
     }
+}
+
+/// `/etc/rigbox/env` of a workspace: the platform variables (the managed AI pair) first, then
+/// the user's; a user variable of the same name replaces the platform's (workspaces.md §6).
+fn guest_env(
+    platform: Vec<EnvVar>,
+    user: impl IntoIterator<Item = (String, String)>,
+) -> Vec<EnvVar> {
+    let user: Vec<EnvVar> = user
+        .into_iter()
+        .map(|(key, value)| EnvVar { key, value })
+        .collect();
+    let mut env: Vec<EnvVar> = platform
+        .into_iter()
+        .filter(|p| !user.iter().any(|u| u.key == p.key))
+        .collect();
+    env.extend(user);
+    env
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptJson};
 use super::AppState;
 use crate::app::auth::Principal;
-use crate::app::credits::{Credits, LedgerEntry};
+use crate::app::credits::{AiUsage, AiUsageQuery, Credits, LedgerEntry, LedgerQuery};
 use crate::app::ApiError;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rigbox_types::api::*;
 use rigbox_types::ErrorBody;
-use serde::Deserialize;
 
 fn with_cookie(app: &AppState, status: StatusCode, s: SessionResponse) -> Response {
     let secure = if app.config.secure_cookies {
@@ -155,25 +154,26 @@ pub async fn credits(State(app): State<AppState>, p: Principal) -> Result<Json<C
     Ok(Json(app.credits(&p).await?))
 }
 
-/// Query of the ledger.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct LedgerQuery {
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-    pub kind: Option<String>,
-}
-
 #[utoipa::path(get, path = "/api/v1/users/me/credits/ledger", tag = "users", params(LedgerQuery),
-    responses((status = 200, body = List<LedgerEntry>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = List<LedgerEntry>), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub async fn ledger(
     State(app): State<AppState>,
     p: Principal,
     ApiQuery(q): ApiQuery<LedgerQuery>,
 ) -> Result<Json<List<LedgerEntry>>, ApiError> {
-    Ok(Json(
-        app.ledger(&p, q.kind.as_deref(), q.limit, q.cursor.as_deref())
-            .await?,
-    ))
+    Ok(Json(app.ledger(&p, &q).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/ai-usage", tag = "users", params(AiUsageQuery),
+    responses((status = 200, body = AiUsage), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
+pub async fn ai_usage(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<AiUsageQuery>,
+) -> Result<Json<AiUsage>, ApiError> {
+    Ok(Json(app.ai_usage(&p, q.days).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/regions", tag = "users",

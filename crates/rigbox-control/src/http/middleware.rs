@@ -41,6 +41,23 @@ fn credential(req: &Request) -> Option<(String, bool)> {
     None
 }
 
+/// 429 `rate_limited` for `class`, retry in `secs`.
+pub(super) fn rate_limited(app: &AppState, class: Class, secs: u64) -> Response {
+    let limit = app.rate.limit(class);
+    ApiError::new(
+        ErrorCode::RateLimited,
+        format!(
+            "Rate limit of {limit} requests per minute for {} reached; retry in {secs} s.",
+            class.as_str()
+        ),
+    )
+    .with("class", class.as_str())
+    .with("limit_per_minute", limit)
+    .with("retry_after_seconds", secs)
+    .retry(secs)
+    .into_response()
+}
+
 /// Resolves the caller, enforces CSRF for cookie writes and takes a rate-limit token.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let principal = match credential(&req) {
@@ -63,19 +80,7 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         }
     };
     if let Err(secs) = app.rate.take(&key, class) {
-        let limit = app.rate.limit(class);
-        return ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "Rate limit of {limit} requests per minute for {} reached; retry in {secs} s.",
-                class.as_str()
-            ),
-        )
-        .with("class", class.as_str())
-        .with("limit_per_minute", limit)
-        .with("retry_after_seconds", secs)
-        .retry(secs)
-        .into_response();
+        return rate_limited(&app, class, secs);
     }
     if let Some(p) = principal {
         let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);

@@ -62,6 +62,7 @@ fn api_routes() -> Router<AppState> {
         .route("/users/me/limits", get(accounts::limits))
         .route("/users/me/credits", get(accounts::credits))
         .route("/users/me/credits/ledger", get(accounts::ledger))
+        .route("/users/me/ai-usage", get(accounts::ai_usage))
         .route("/users/me/regions", get(accounts::regions))
         .route(
             "/users/me/settings",

@@ -96,7 +96,7 @@ impl Modify for Security {
         accounts::signup, accounts::login, accounts::logout, accounts::me, accounts::change_password,
         accounts::create_cli_session, accounts::poll_cli_session, accounts::cli_session_details,
         accounts::approve_cli_session, accounts::deny_cli_session,
-        accounts::limits, accounts::credits, accounts::ledger, accounts::regions, accounts::settings, accounts::update_settings,
+        accounts::limits, accounts::credits, accounts::ledger, accounts::ai_usage, accounts::regions, accounts::settings, accounts::update_settings,
         keys::create_api_key, keys::list_api_keys, keys::delete_api_key,
         keys::add_ssh_key, keys::list_ssh_keys, keys::delete_ssh_key,
         workspaces::list, workspaces::create, workspaces::get, workspaces::delete,
@@ -149,6 +149,9 @@ mod tests {
             "/api/v1/auth/login",
             "/api/v1/ssh-keys",
             "/api/v1/users/me/limits",
+            "/api/v1/users/me/credits",
+            "/api/v1/users/me/credits/ledger",
+            "/api/v1/users/me/ai-usage",
             "/api/v1/apps",
             "/api/v1/apps/{app}/visibility",
         ] {

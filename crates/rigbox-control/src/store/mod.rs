@@ -4,11 +4,13 @@
 
 mod apps;
 mod keys;
+mod ledger;
 mod users;
 mod workspaces;
 
 pub use apps::*;
 pub use keys::*;
+pub use ledger::*;
 pub use users::*;
 pub use workspaces::*;
 

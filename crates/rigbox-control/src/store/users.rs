@@ -1,4 +1,4 @@
-//! Users, console sessions, CLI device sessions and the credit ledger.
+//! Users, console sessions and CLI device sessions.
 
 use super::{Db, Store, StoreError, Tx};
 use sqlx::{Executor, FromRow};
@@ -45,20 +45,6 @@ pub struct CliSessionRow {
     pub api_key_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
-}
-
-/// A `ledger` row.
-#[derive(Debug, Clone, FromRow)]
-pub struct LedgerRow {
-    pub id: String,
-    pub user_id: String,
-    pub seq: i64,
-    pub kind: String,
-    pub amount_micro: i64,
-    pub balance_after_micro: i64,
-    pub period_start: i64,
-    pub note: Option<String>,
-    pub created_at: i64,
 }
 
 impl Store {
@@ -320,67 +306,6 @@ impl Store {
         .execute(exec)
         .await?;
         Ok(r.rows_affected() == 1)
-    }
-
-    // ---- ledger ----
-
-    pub async fn last_ledger_entry(
-        &self,
-        exec: impl Executor<'_, Database = Db>,
-        user_id: &str,
-    ) -> Result<Option<LedgerRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, seq, kind, amount_micro, balance_after_micro, period_start, note, \
-             created_at FROM ledger WHERE user_id = $1 ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(user_id)
-        .fetch_optional(exec)
-        .await?)
-    }
-
-    pub async fn insert_ledger(
-        &self,
-        exec: impl Executor<'_, Database = Db>,
-        e: &LedgerRow,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ledger (id, user_id, seq, kind, amount_micro, balance_after_micro, \
-             period_start, note, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&e.id)
-        .bind(&e.user_id)
-        .bind(e.seq)
-        .bind(&e.kind)
-        .bind(e.amount_micro)
-        .bind(e.balance_after_micro)
-        .bind(e.period_start)
-        .bind(&e.note)
-        .bind(e.created_at)
-        .execute(exec)
-        .await
-        .map_err(StoreError::from_write)?;
-        Ok(())
-    }
-
-    /// Ledger entries newest first, keyset-paginated on `seq`.
-    pub async fn ledger_page(
-        &self,
-        user_id: &str,
-        kind: Option<&str>,
-        before_seq: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<LedgerRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, seq, kind, amount_micro, balance_after_micro, period_start, note, \
-             created_at FROM ledger WHERE user_id = $1 AND ($2 IS NULL OR kind = $2) \
-             AND ($3 IS NULL OR seq < $3) ORDER BY seq DESC LIMIT $4",
-        )
-        .bind(user_id)
-        .bind(kind)
-        .bind(before_seq)
-        .bind(limit + 1)
-        .fetch_all(self.pool())
-        .await?)
     }
 }
 
