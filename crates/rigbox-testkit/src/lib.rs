@@ -6,6 +6,9 @@
 //! - [`Client`]: a small JSON client that returns `(status, body)` so tests assert what a user
 //!   of the API sees.
 
+pub mod fake_ai;
+pub mod python;
+
 use rigbox_control::app::accounts::NewUser;
 pub use rigboxd::config::{Config, TlsMode, VmmKind};
 use rigboxd::Platform;
