@@ -34,6 +34,10 @@ pub struct SimConfig {
     /// of simulated workspaces answer: development, edge tests and `bench/edge`. None: they
     /// refuse connections like a VM with nothing listening.
     pub app_upstream: Option<std::net::SocketAddr>,
+    /// Serve the bridge (`/rig/v1` and the AI proxy) on `127.0.0.1:<port>` (0 = any free
+    /// port): a caller connecting from `127.16.0.N` is the VM holding `172.16.0.N`. None: no
+    /// bridge (simulated guests have no network).
+    pub bridge_port: Option<u16>,
 }
 
 impl Default for SimConfig {
@@ -46,6 +50,7 @@ impl Default for SimConfig {
             fail_image: Vec::new(),
             fail_launch: Vec::new(),
             app_upstream: None,
+            bridge_port: None,
             hang_boot: Vec::new(),
         }
     }

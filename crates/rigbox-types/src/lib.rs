@@ -11,6 +11,7 @@ pub mod ids;
 pub mod names;
 pub mod node;
 pub mod time_fmt;
+pub mod wallet;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{AppId, UserId, WorkspaceId};

@@ -125,6 +125,8 @@ pub struct Config {
     pub control: ControlConfig,
     pub node: NodeFileConfig,
     pub sim: SimConfig,
+    /// The managed AI proxy: upstreams, keys, prices (`[ai]`).
+    pub ai: rigbox_ai::AiConfig,
 }
 
 impl Default for Config {
@@ -149,6 +151,7 @@ impl Default for Config {
             control: ControlConfig::default(),
             node: NodeFileConfig::default(),
             sim: SimConfig::default(),
+            ai: rigbox_ai::AiConfig::default(),
         }
     }
 }

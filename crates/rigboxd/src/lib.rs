@@ -12,6 +12,7 @@ pub mod gateway;
 use anyhow::Context;
 use config::{Config, Role, TlsMode, VmmKind};
 use rigbox_control::app::lifecycle::LocalLink;
+use rigbox_control::config::ManagedAi;
 use rigbox_control::{App, Store};
 use rigbox_node::bridge::BridgeState;
 use rigbox_node::guest::GuestChannel;
@@ -266,6 +267,12 @@ pub struct Platform {
     pub vmm: VmmKind,
     link: Arc<dyn ControlLink>,
     bridge: Option<tokio::task::JoinHandle<()>>,
+    /// Where the bridge service listens (`172.16.0.1:9090` in the node namespace, or loopback
+    /// with `[sim] bridge_port`).
+    pub bridge_addr: Option<SocketAddr>,
+    /// The AI proxy behind the bridge.
+    pub ai: Arc<rigbox_ai::AiProxy>,
+    ai_task: tokio::task::JoinHandle<()>,
     ssh: tokio::task::JoinHandle<()>,
     https: Option<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
@@ -313,6 +320,12 @@ impl Platform {
         control.ssh_port = ssh_addr.port();
         control.ssh_host_key_fingerprints = vec![keys.host_fingerprint()];
         control.gateway_authorized_keys = vec![keys.client_public_line()?];
+        control.managed_ai = ManagedAi {
+            enabled: cfg.ai.enabled,
+            openrouter: cfg.ai.openrouter().is_some(),
+            anthropic: cfg.ai.anthropic.is_some(),
+            brave: cfg.ai.brave.is_some(),
+        };
         control
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -353,27 +366,51 @@ impl Platform {
         let node_task = tokio::spawn(node.clone().run(link.clone()));
         let background = app.spawn_background();
 
-        // The bridge service: inside the node namespace, where VMs reach it.
-        let bridge = match &net {
-            Some(net) => {
-                let listener = net
-                    .listen(SocketAddrV4::new(BRIDGE_IP, BRIDGE_PORT))
-                    .context("cannot listen on the bridge (172.16.0.1:9090)")?;
-                let leases = node.clone();
-                let state = BridgeState {
-                    node_id: cfg.node.node_id.clone(),
-                    leases: Arc::new(move |ip| leases.workspace_at(ip)),
-                    guest: guest.clone(),
-                    link: link.clone(),
-                    upstream: Some(rigbox_control::http::rig_v1::router(app.clone())),
-                };
-                Some(tokio::spawn(rigbox_node::bridge::serve(
-                    listener,
-                    rigbox_node::bridge::router(state),
-                )))
-            }
+        // The AI proxy, charging the control plane's wallet.
+        let ai = rigbox_ai::AiProxy::new(
+            cfg.ai.clone(),
+            Arc::new(app.start_wallet()),
+            &cfg.node.node_id,
+        )?;
+        let ai_task = ai.spawn_background();
+
+        // The bridge service: inside the node namespace, where VMs reach it (QEMU), or on
+        // loopback for simulated VMs when asked.
+        let bridge_listener = match (&net, cfg.sim.bridge_port) {
+            (Some(net), _) => Some((
+                net.listen(SocketAddrV4::new(BRIDGE_IP, BRIDGE_PORT))
+                    .context("cannot listen on the bridge (172.16.0.1:9090)")?,
+                false,
+            )),
+            (None, Some(port)) => Some((
+                TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+                    .await
+                    .with_context(|| format!("cannot listen on 127.0.0.1:{port} (sim bridge)"))?,
+                true,
+            )),
+            (None, None) => None,
+        };
+        let bridge_addr = match &bridge_listener {
+            Some((l, _)) => Some(l.local_addr()?),
             None => None,
         };
+        let bridge = bridge_listener.map(|(listener, loopback)| {
+            let leases = node.clone();
+            let state = BridgeState {
+                node_id: cfg.node.node_id.clone(),
+                leases: Arc::new(move |ip| {
+                    let ip = if loopback { sim_lease_of(ip)? } else { ip };
+                    leases.workspace_at(ip)
+                }),
+                guest: guest.clone(),
+                link: link.clone(),
+                upstream: Some(ai.router(rigbox_control::http::rig_v1::router(app.clone()))),
+            };
+            tokio::spawn(rigbox_node::bridge::serve(
+                listener,
+                rigbox_node::bridge::router(state),
+            ))
+        });
 
         let (shutdown_tx, _) = tokio::sync::watch::channel(false);
         let ingress = net
@@ -425,6 +462,9 @@ impl Platform {
             data_dir,
             vmm: cfg.vmm,
             bridge,
+            bridge_addr,
+            ai,
+            ai_task,
             ssh,
             https,
             link,
@@ -453,12 +493,22 @@ impl Platform {
         if let Some(b) = &self.bridge {
             b.abort();
         }
+        self.ai_task.abort();
         if stop_vms {
             self.node.stop_all_vms(&self.link).await;
         }
         self.app.shutdown();
         self.background.abort();
         self.app.store.close().await;
+    }
+}
+
+/// With simulated VMs the bridge listens on loopback: a caller from `127.16.0.N` stands for the
+/// VM holding `172.16.0.N` (all of 127/8 is loopback on Linux, so a client binds that source).
+fn sim_lease_of(ip: std::net::Ipv4Addr) -> Option<std::net::Ipv4Addr> {
+    match ip.octets() {
+        [127, 16, 0, n] => Some(std::net::Ipv4Addr::new(172, 16, 0, n)),
+        _ => None,
     }
 }
 
@@ -477,6 +527,7 @@ pub fn ready_document(cfg: &Config, p: &Platform) -> serde_json::Value {
             VmmKind::Qemu => Some(resolve_accel(cfg.accel).as_str()),
         },
         "netns": p.net.as_ref().map(|n| n.name().to_owned()),
+        "bridge_url": p.bridge_addr.map(|a| format!("http://{a}")),
         "version": VERSION,
     })
 }

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod proxy_env;
 pub mod ratelimit;
+pub mod wallet;
 pub mod workspaces;
 
 pub use error::{ApiError, ApiResult};

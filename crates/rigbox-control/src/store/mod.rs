@@ -6,12 +6,14 @@ mod apps;
 mod keys;
 mod ledger;
 mod users;
+mod wallet;
 mod workspaces;
 
 pub use apps::*;
 pub use keys::*;
 pub use ledger::*;
 pub use users::*;
+pub use wallet::*;
 pub use workspaces::*;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

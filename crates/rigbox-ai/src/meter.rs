@@ -1,0 +1,463 @@
+//! Metering of upstream answers (bridge-and-ai.md §7): reading usage from JSON bodies and from
+//! SSE streams as they pass, and splicing `cost_micro`/`cost_credits` where the spec wants them.
+//!
+//! A stream is relayed event by event: every complete SSE event in an upstream chunk goes out
+//! as soon as that chunk arrives, unchanged, except the one event that carries the final usage
+//! of an OpenAI-style stream (rewritten with the cost). Only the incomplete tail of a chunk
+//! waits for the rest of its event.
+
+use crate::pricing::{usd_to_micro, Tokens};
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+/// The wire format of a metered route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completions,
+    /// `/v1/responses`.
+    Responses,
+    /// `/v1/embeddings`.
+    Embeddings,
+    /// `/v1/messages` (Anthropic).
+    Messages,
+}
+
+impl Flavor {
+    /// Whether cost fields are added to the body (all but Messages).
+    fn reports_cost_in_body(self) -> bool {
+        self != Flavor::Messages
+    }
+}
+
+/// Usage as an upstream reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub tokens: Tokens,
+    /// `usage.cost` (USD), when the upstream reports it.
+    pub cost_usd: Option<f64>,
+}
+
+/// Prices a usage: `(cost_micro, cost_usd)`.
+pub type Pricer<'a> = &'a (dyn Fn(&Usage) -> (i64, f64) + Send + Sync);
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// OpenAI-style `usage` (`prompt_tokens`/`completion_tokens`, or Responses'
+/// `input_tokens`/`output_tokens`), with OpenRouter's `cost`.
+fn openai_usage(usage: &Value) -> Option<Usage> {
+    if !usage.is_object() {
+        return None;
+    }
+    let input = usage
+        .get("prompt_tokens")
+        .or_else(|| usage.get("input_tokens"));
+    let output = usage
+        .get("completion_tokens")
+        .or_else(|| usage.get("output_tokens"));
+    Some(Usage {
+        tokens: Tokens {
+            input: input.map(u).unwrap_or(0),
+            output: output.map(u).unwrap_or(0),
+            ..Tokens::default()
+        },
+        cost_usd: usage.get("cost").and_then(Value::as_f64),
+    })
+}
+
+/// Anthropic `usage`, merged into `into`: counts are cumulative, so a later value replaces an
+/// earlier one and is never added to it.
+fn anthropic_usage(usage: &Value, into: &mut Usage) {
+    let t = &mut into.tokens;
+    if let Some(v) = usage.get("input_tokens").and_then(Value::as_u64) {
+        t.input = v;
+    }
+    if let Some(v) = usage.get("output_tokens").and_then(Value::as_u64) {
+        t.output = v;
+    }
+    if let Some(v) = usage
+        .get("cache_creation_input_tokens")
+        .and_then(Value::as_u64)
+    {
+        t.cache_write = v;
+    }
+    if let Some(v) = usage.get("cache_read_input_tokens").and_then(Value::as_u64) {
+        t.cache_read = v;
+    }
+}
+
+fn add_cost(usage: &mut Value, micro: i64) {
+    if let Some(o) = usage.as_object_mut() {
+        o.insert("cost_micro".into(), micro.into());
+        o.insert("cost_credits".into(), (micro as f64 / 1_000_000.0).into());
+    }
+}
+
+fn chars(v: &Value) -> u64 {
+    v.as_str().map_or(0, |s| s.chars().count() as u64)
+}
+
+/// Characters of generated output in a complete (non-streamed) answer.
+fn output_chars(flavor: Flavor, body: &Value) -> u64 {
+    let mut n = 0;
+    match flavor {
+        Flavor::Chat => {
+            for c in body["choices"].as_array().into_iter().flatten() {
+                n += chars(&c["message"]["content"]);
+                for t in c["message"]["tool_calls"].as_array().into_iter().flatten() {
+                    n += chars(&t["function"]["arguments"]);
+                }
+            }
+        }
+        Flavor::Completions => {
+            for c in body["choices"].as_array().into_iter().flatten() {
+                n += chars(&c["text"]);
+            }
+        }
+        Flavor::Responses => {
+            for o in body["output"].as_array().into_iter().flatten() {
+                for c in o["content"].as_array().into_iter().flatten() {
+                    n += chars(&c["text"]);
+                }
+                n += chars(&o["arguments"]);
+            }
+        }
+        Flavor::Messages => {
+            for c in body["content"].as_array().into_iter().flatten() {
+                n += chars(&c["text"]);
+                if let Some(input) = c.get("input").filter(|_| c["type"] == "tool_use") {
+                    n += input.to_string().chars().count() as u64;
+                }
+            }
+        }
+        Flavor::Embeddings => {}
+    }
+    n
+}
+
+/// A complete answer's usage and output size; adds the cost fields to the body when the
+/// flavor reports them and usage was found. Returns the (possibly rewritten) body.
+pub fn meter_body(
+    flavor: Flavor,
+    body: Bytes,
+    price: Pricer<'_>,
+) -> (Bytes, Option<Usage>, u64, Option<i64>) {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        return (body, None, 0, None);
+    };
+    let usage = match flavor {
+        Flavor::Messages => v.get("usage").filter(|u| u.is_object()).map(|x| {
+            let mut u = Usage::default();
+            anthropic_usage(x, &mut u);
+            u
+        }),
+        _ => v.get("usage").and_then(openai_usage),
+    };
+    let out = output_chars(flavor, &v);
+    let Some(usage) = usage else {
+        return (body, None, out, None);
+    };
+    let (micro, _) = price(&usage);
+    if !flavor.reports_cost_in_body() {
+        return (body, Some(usage), out, Some(micro));
+    }
+    add_cost(&mut v["usage"], micro);
+    let body = serde_json::to_vec(&v).map(Bytes::from).unwrap_or(body);
+    (body, Some(usage), out, Some(micro))
+}
+
+/// Meters one SSE stream as it is relayed.
+pub struct StreamMeter {
+    flavor: Flavor,
+    tail: BytesMut,
+    /// Usage seen so far (Anthropic: merged from `message_start` and `message_delta`).
+    pub usage: Option<Usage>,
+    /// Characters of generated output seen.
+    pub output_chars: u64,
+    /// The stream's own end marker passed (`[DONE]`, `message_stop`, `response.completed`).
+    pub finished: bool,
+    /// Cost spliced into the stream, if any.
+    pub cost_micro: Option<i64>,
+}
+
+/// Where one SSE event ends in `buf` (after its blank line), if it is complete.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The `event:` name and the joined `data:` of one event.
+fn parse_event(ev: &[u8]) -> (Option<&str>, String) {
+    let text = std::str::from_utf8(ev).unwrap_or("");
+    let mut name = None;
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            name = Some(v.trim());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    (name, data)
+}
+
+impl StreamMeter {
+    pub fn new(flavor: Flavor) -> Self {
+        StreamMeter {
+            flavor,
+            tail: BytesMut::new(),
+            usage: None,
+            output_chars: 0,
+            finished: false,
+            cost_micro: None,
+        }
+    }
+
+    /// Takes one upstream chunk; returns what to send to the client now.
+    pub fn push(&mut self, chunk: Bytes, price: Pricer<'_>) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut buf = if self.tail.is_empty() {
+            BytesMut::from(&chunk[..])
+        } else {
+            let mut b = std::mem::take(&mut self.tail);
+            b.extend_from_slice(&chunk);
+            b
+        };
+        while let Some(end) = event_end(&buf) {
+            let ev = buf.split_to(end).freeze();
+            out.push(self.event(ev, price));
+        }
+        self.tail = buf;
+        out
+    }
+
+    /// Whatever is left when the upstream ends (an unterminated last event), as is.
+    pub fn finish(&mut self, price: Pricer<'_>) -> Option<Bytes> {
+        if self.tail.is_empty() {
+            return None;
+        }
+        let ev = std::mem::take(&mut self.tail).freeze();
+        Some(self.event(ev, price))
+    }
+
+    fn event(&mut self, ev: Bytes, price: Pricer<'_>) -> Bytes {
+        let (name, data) = parse_event(&ev);
+        let name = name.map(str::to_owned);
+        if data.is_empty() {
+            return ev;
+        }
+        if data == "[DONE]" {
+            self.finished = true;
+            return ev;
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+            return ev;
+        };
+        match self.flavor {
+            Flavor::Chat | Flavor::Completions => {
+                for c in v["choices"].as_array().into_iter().flatten() {
+                    self.output_chars += chars(&c["delta"]["content"]) + chars(&c["text"]);
+                    for t in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                        self.output_chars += chars(&t["function"]["arguments"]);
+                    }
+                }
+                if let Some(usage) = v.get("usage").and_then(openai_usage) {
+                    self.usage = Some(usage);
+                    let (micro, _) = price(&usage);
+                    self.cost_micro = Some(micro);
+                    add_cost(&mut v["usage"], micro);
+                    return reencode(name.as_deref(), &v).unwrap_or(ev);
+                }
+                ev
+            }
+            Flavor::Responses => {
+                let kind = v["type"].as_str().unwrap_or_default().to_owned();
+                if kind == "response.output_text.delta"
+                    || kind == "response.function_call_arguments.delta"
+                {
+                    self.output_chars += chars(&v["delta"]);
+                }
+                if let Some(usage) = v["response"].get("usage").and_then(openai_usage) {
+                    self.usage = Some(usage);
+                    if kind == "response.completed" {
+                        self.finished = true;
+                        let (micro, _) = price(&usage);
+                        self.cost_micro = Some(micro);
+                        add_cost(&mut v["response"]["usage"], micro);
+                        return reencode(name.as_deref(), &v).unwrap_or(ev);
+                    }
+                }
+                if kind == "response.failed" || kind == "response.incomplete" {
+                    self.finished = true;
+                }
+                ev
+            }
+            Flavor::Messages => {
+                match v["type"].as_str() {
+                    Some("message_start") => {
+                        let mut u = self.usage.unwrap_or_default();
+                        anthropic_usage(&v["message"]["usage"], &mut u);
+                        self.usage = Some(u);
+                    }
+                    Some("message_delta") => {
+                        let mut u = self.usage.unwrap_or_default();
+                        anthropic_usage(&v["usage"], &mut u);
+                        self.usage = Some(u);
+                    }
+                    Some("content_block_delta") => {
+                        self.output_chars +=
+                            chars(&v["delta"]["text"]) + chars(&v["delta"]["partial_json"]);
+                    }
+                    Some("message_stop") => self.finished = true,
+                    _ => {}
+                }
+                ev
+            }
+            Flavor::Embeddings => ev,
+        }
+    }
+}
+
+fn reencode(name: Option<&str>, v: &Value) -> Option<Bytes> {
+    let json = serde_json::to_string(v).ok()?;
+    Some(Bytes::from(match name {
+        Some(n) => format!("event: {n}\ndata: {json}\n\n"),
+        None => format!("data: {json}\n\n"),
+    }))
+}
+
+/// Prices a usage with a known price (`cost` reported by the upstream wins).
+pub fn cost_of(usage: &Usage, price: &crate::pricing::Price) -> (i64, f64) {
+    let usd = usage
+        .cost_usd
+        .unwrap_or_else(|| price.cost_usd(usage.tokens));
+    (usd_to_micro(usd), usd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(_: &Usage) -> (i64, f64) {
+        (360, 0.0000036)
+    }
+
+    fn run(flavor: Flavor, chunks: &[&str]) -> (StreamMeter, String) {
+        let mut m = StreamMeter::new(flavor);
+        let mut out = String::new();
+        for c in chunks {
+            for b in m.push(Bytes::copy_from_slice(c.as_bytes()), &flat) {
+                out.push_str(std::str::from_utf8(&b).expect("utf-8"));
+            }
+        }
+        if let Some(b) = m.finish(&flat) {
+            out.push_str(std::str::from_utf8(&b).expect("utf-8"));
+        }
+        (m, out)
+    }
+
+    #[test]
+    fn chat_stream_passes_through_and_gets_cost_in_the_usage_chunk() {
+        let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"héllo\"}}]}\n\n";
+        let (m, out) = run(
+            Flavor::Chat,
+            &[
+                first,
+                // An event split across two chunks.
+                "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,",
+                "\"completion_tokens\":5,\"cost\":0.0000036}}\n\ndata: [DONE]\n\n",
+            ],
+        );
+        assert!(out.starts_with(first), "unchanged bytes first: {out}");
+        assert!(out.contains("\"cost_micro\":360"), "{out}");
+        assert!(out.contains("\"cost_credits\":0.00036"), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"));
+        assert!(m.finished);
+        assert_eq!(m.output_chars, 5);
+        let u = m.usage.expect("usage");
+        assert_eq!((u.tokens.input, u.tokens.output), (3, 5));
+        assert_eq!(u.cost_usd, Some(0.0000036));
+    }
+
+    #[test]
+    fn anthropic_counts_are_cumulative_never_summed() {
+        let (m, out) = run(
+            Flavor::Messages,
+            &[
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1,\"cache_read_input_tokens\":4}}}\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"abc\"}}\n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n",
+                "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            ],
+        );
+        let u = m.usage.expect("usage");
+        assert_eq!(
+            u.tokens,
+            Tokens {
+                input: 10,
+                output: 9,
+                cache_write: 0,
+                cache_read: 4
+            }
+        );
+        assert!(m.finished);
+        assert_eq!(m.output_chars, 3);
+        assert!(
+            !out.contains("cost_micro"),
+            "Messages streams are relayed unchanged"
+        );
+    }
+
+    #[test]
+    fn responses_completed_event_gets_the_cost() {
+        let (m, out) = run(
+            Flavor::Responses,
+            &[
+                "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n",
+                "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":2,\"output_tokens\":3}}}\n\n",
+            ],
+        );
+        assert!(m.finished);
+        assert!(out.contains("event: response.completed\ndata: {"), "{out}");
+        assert!(out.contains("\"cost_micro\":360"), "{out}");
+    }
+
+    #[test]
+    fn bodies_get_cost_fields_except_messages() {
+        let body = Bytes::from_static(
+            b"{\"choices\":[{\"message\":{\"content\":\"abcd\"}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
+        );
+        let (b, u, chars, micro) = meter_body(Flavor::Chat, body, &flat);
+        let v: Value = serde_json::from_slice(&b).expect("json");
+        assert_eq!(v["usage"]["cost_micro"], 360);
+        assert_eq!(
+            (u.map(|u| u.tokens.output), chars, micro),
+            (Some(2), 4, Some(360))
+        );
+        let msg = Bytes::from_static(
+            b"{\"content\":[{\"type\":\"text\",\"text\":\"ab\"}],\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}",
+        );
+        let (b, _, _, micro) = meter_body(Flavor::Messages, msg.clone(), &flat);
+        assert_eq!(b, msg);
+        assert_eq!(micro, Some(360));
+    }
+}

