@@ -3,9 +3,10 @@
 //! console and API; requests for `<app>.<base-domain>` are checked against the app's
 //! visibility and forwarded as HTTP/1.1 to the app's port in its VM through node ingress.
 //!
-//! Routes are read from the control plane at every request through [`Directory`], so an app
-//! created, renamed, deleted or re-shared serves (or stops serving) from the next request on,
-//! without touching other connections. TLS identities come from a [`tls::CertSource`].
+//! Routes come from the control plane through [`Directory`] and are kept in memory until the
+//! platform's route generation changes (`routes`), so an app created, renamed, deleted or
+//! re-shared serves (or stops serving) from the next request on, without touching other
+//! connections. TLS identities come from a [`tls::CertSource`].
 //!
 //! Private apps in a browser use the login round-trip of §5: the console's `/app-auth` mints a
 //! one-time code, the edge's `/.rigbox/auth/callback` redeems it for a host-only
@@ -18,6 +19,7 @@ mod auth;
 pub mod host;
 mod proxy;
 mod response;
+mod routes;
 pub mod tls;
 
 pub use response::{full as full_body, EdgeBody};
@@ -44,6 +46,9 @@ pub struct AppRoute {
     pub name: String,
     pub workspace_id: WorkspaceId,
     pub workspace_running: bool,
+    /// Changes whenever the workspace's VM may have changed (every start and stop): upstream
+    /// connections made under one value are never reused under another.
+    pub workspace_generation: i64,
     pub status: AppStatus,
     pub port: u16,
     /// Speak HTTP/2 with prior knowledge to the app (`protocol: h2c`), else HTTP/1.1.
@@ -80,6 +85,10 @@ impl AppRoute {
 /// What the edge asks of the rest of the platform.
 #[async_trait::async_trait]
 pub trait Directory: Send + Sync + 'static {
+    /// A number that changes (after the commit) with every change that can alter any answer
+    /// of [`Directory::app`]. The edge keeps a route read while the number stays what it was
+    /// before the read. None: routes are never kept, every request reads its route.
+    fn route_generation(&self) -> Option<u64>;
     /// The app named `name`, if any.
     async fn app(&self, name: &str) -> Result<Option<AppRoute>, String>;
     /// The user an API key (`rb_…`) belongs to, if it is valid and active.
@@ -145,6 +154,7 @@ pub struct Edge {
     cfg: EdgeConfig,
     dir: Arc<dyn Directory>,
     platform: PlatformService,
+    routes: routes::RouteTable,
 }
 
 /// How a connection reached the edge.
@@ -158,7 +168,12 @@ pub struct Conn {
 
 impl Edge {
     pub fn new(cfg: EdgeConfig, dir: Arc<dyn Directory>, platform: PlatformService) -> Arc<Self> {
-        Arc::new(Self { cfg, dir, platform })
+        Arc::new(Self {
+            cfg,
+            dir,
+            platform,
+            routes: routes::RouteTable::default(),
+        })
     }
 
     /// Answers one request.

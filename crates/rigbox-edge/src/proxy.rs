@@ -35,7 +35,7 @@ pub(crate) async fn app_request(
     req: Request<Incoming>,
     conn: &Conn,
 ) -> Response<EdgeBody> {
-    let route = match edge.dir.app(&name).await {
+    let route = match edge.routes.get(&*edge.dir, &name).await {
         Ok(Some(r)) => r,
         Ok(None) => return response::app_not_found(&req),
         Err(e) => {

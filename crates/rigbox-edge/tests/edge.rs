@@ -12,6 +12,7 @@ use rigbox_types::WorkspaceId;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -102,6 +103,12 @@ async fn h2c_backend() -> SocketAddr {
 
 struct Table {
     apps: Mutex<HashMap<String, AppRoute>>,
+    /// Bumped after every change of `apps`, like the control plane's route generation.
+    generation: AtomicU64,
+    /// Route reads, to tell the edge's memory from the table.
+    reads: AtomicUsize,
+    /// TCP connections opened to the backends.
+    connects: AtomicUsize,
     keys: HashMap<String, EdgeUser>,
     backend: SocketAddr,
     h2c_backend: SocketAddr,
@@ -109,7 +116,11 @@ struct Table {
 
 #[async_trait::async_trait]
 impl Directory for Table {
+    fn route_generation(&self) -> Option<u64> {
+        Some(self.generation.load(Ordering::SeqCst))
+    }
     async fn app(&self, name: &str) -> Result<Option<AppRoute>, String> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         Ok(self.apps.lock().expect("lock").get(name).cloned())
     }
     async fn key_user(&self, key: &str) -> Result<Option<EdgeUser>, String> {
@@ -131,6 +142,7 @@ impl Directory for Table {
         Ok(())
     }
     async fn connect(&self, _ws: &WorkspaceId, port: u16) -> std::io::Result<TcpStream> {
+        self.connects.fetch_add(1, Ordering::SeqCst);
         if port == 1 {
             return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         }
@@ -138,6 +150,20 @@ impl Directory for Table {
             return TcpStream::connect(self.h2c_backend).await;
         }
         TcpStream::connect(self.backend).await
+    }
+}
+
+impl Table {
+    /// Changes one route (None deletes it), then bumps the generation, as a commit would.
+    fn set(&self, name: &str, route: Option<AppRoute>) {
+        {
+            let mut apps = self.apps.lock().expect("lock");
+            match route {
+                Some(r) => apps.insert(name.to_owned(), r),
+                None => apps.remove(name),
+            };
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -155,6 +181,7 @@ fn route(name: &str, visibility: AppVisibility) -> AppRoute {
         name: name.into(),
         workspace_id: WorkspaceId::parse("ws-abcdefgh").expect("id"),
         workspace_running: true,
+        workspace_generation: 1,
         status: AppStatus::Active,
         port: 8000,
         visibility,
@@ -214,6 +241,9 @@ impl Env {
         apps.insert("grpc".into(), grpc);
         let table = Arc::new(Table {
             apps: Mutex::new(apps),
+            generation: AtomicU64::new(0),
+            reads: AtomicUsize::new(0),
+            connects: AtomicUsize::new(0),
             keys,
             backend,
             h2c_backend: h2c_backend().await,
@@ -525,10 +555,7 @@ async fn visibility_forwarding_and_errors_over_http() {
 
     // Routes change live: a new app serves on the next request, a deleted one stops.
     env.table
-        .apps
-        .lock()
-        .expect("lock")
-        .insert("nope".into(), route("nope", AppVisibility::Public));
+        .set("nope", Some(route("nope", AppVisibility::Public)));
     assert_eq!(
         get("nope", "/")
             .send()
@@ -538,7 +565,7 @@ async fn visibility_forwarding_and_errors_over_http() {
             .as_u16(),
         200
     );
-    env.table.apps.lock().expect("lock").remove("pub");
+    env.table.set("pub", None);
     assert_eq!(
         get("pub", "/")
             .send()
@@ -548,6 +575,76 @@ async fn visibility_forwarding_and_errors_over_http() {
             .as_u16(),
         404
     );
+}
+
+#[tokio::test]
+async fn routes_are_kept_in_memory_and_every_change_serves_the_next_request() {
+    let env = Env::start(None).await;
+    let c = env.client("http", None);
+    let status = |app: &str| {
+        let r = c.get(env.url("http", app, "/")).send();
+        async move { r.await.expect("send").status().as_u16() }
+    };
+    for _ in 0..20 {
+        assert_eq!(status("pub").await, 200);
+    }
+    assert_eq!(
+        env.table.reads.load(Ordering::SeqCst),
+        1,
+        "one route read for twenty requests"
+    );
+    // Every kind of change is seen by the very next request.
+    let mut r = route("pub", AppVisibility::Private);
+    env.table.set("pub", Some(r.clone()));
+    assert_eq!(status("pub").await, 403);
+    r.visibility = AppVisibility::Public;
+    r.status = AppStatus::Inactive;
+    env.table.set("pub", Some(r.clone()));
+    assert_eq!(status("pub").await, 503);
+    r.status = AppStatus::Active;
+    r.workspace_running = false;
+    env.table.set("pub", Some(r.clone()));
+    assert_eq!(status("pub").await, 503);
+    r.workspace_running = true;
+    r.port = 1;
+    env.table.set("pub", Some(r.clone()));
+    assert_eq!(status("pub").await, 502);
+    r.port = 8000;
+    env.table.set("pub", Some(r.clone()));
+    assert_eq!(status("pub").await, 200);
+    // Renamed: the old name is gone at once, the new one serves.
+    env.table.set("pub", None);
+    env.table
+        .set("nope", Some(route("nope", AppVisibility::Public)));
+    assert_eq!(status("pub").await, 404);
+    assert_eq!(status("nope").await, 200);
+    // Concurrent requests while routes change: each answer matches a state the route was in,
+    // and after the last change every request sees it.
+    let flips = async {
+        for i in 0..50 {
+            let mut r = route("nope", AppVisibility::Public);
+            r.status = if i % 2 == 0 {
+                AppStatus::Inactive
+            } else {
+                AppStatus::Active
+            };
+            env.table.set("nope", Some(r));
+            tokio::task::yield_now().await;
+        }
+    };
+    let load = async {
+        for _ in 0..100 {
+            let s = status("nope").await;
+            assert!(s == 200 || s == 503, "{s}");
+        }
+    };
+    tokio::join!(flips, load);
+    let mut r = route("nope", AppVisibility::Public);
+    r.status = AppStatus::Inactive;
+    env.table.set("nope", Some(r));
+    for _ in 0..5 {
+        assert_eq!(status("nope").await, 503);
+    }
 }
 
 /// Raw HTTP/1.1 on a socket, for what a client library would not send.

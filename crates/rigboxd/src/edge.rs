@@ -19,6 +19,10 @@ pub struct PlatformEdge {
 
 #[async_trait::async_trait]
 impl rigbox_edge::Directory for PlatformEdge {
+    fn route_generation(&self) -> Option<u64> {
+        Some(self.app.route_generation())
+    }
+
     async fn app(&self, name: &str) -> Result<Option<AppRoute>, String> {
         let Some(e) = self.app.edge_route(name).await.map_err(|e| e.message)? else {
             return Ok(None);
@@ -31,6 +35,7 @@ impl rigbox_edge::Directory for PlatformEdge {
             name: e.row.name,
             workspace_id,
             workspace_running: e.workspace_running,
+            workspace_generation: e.workspace_generation,
             status: e.status,
             port: u16::try_from(e.row.port).unwrap_or(0),
             h2c: e.protocol == rigbox_types::api::AppProtocol::H2c,

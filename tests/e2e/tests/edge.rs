@@ -154,3 +154,127 @@ async fn https_with_the_local_ca_and_live_app_routes() {
         .expect("send");
     assert_eq!(r.status().as_u16(), 200);
 }
+
+/// A tiny keep-alive HTTP/1.1 server standing in for every app port of the simulated VMs:
+/// answers `hello` to each bodiless request.
+async fn hello_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The edge keeps routes in memory; every committed change (app, visibility, workspace state,
+/// workspace deletion) still shows on the first request after the API call returns.
+#[tokio::test]
+async fn route_changes_show_on_the_next_request() {
+    let upstream = hello_upstream().await;
+    let tp = TestPlatform::start_with(|c| c.sim.app_upstream = Some(upstream)).await;
+    let p = tp.platform();
+    let me = tp.user("me@example.com").await;
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .resolve("live.rigbox.localhost", p.http_addr)
+        .build()
+        .expect("client");
+    let url = format!("http://live.rigbox.localhost:{}/", p.http_addr.port());
+    let get = || async {
+        let r = c.get(&url).send().await.expect("send");
+        let s = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (s, body["error"]["code"].as_str().unwrap_or("").to_owned())
+    };
+
+    let (s, ws) = me.post("/workspaces", json!({"name": "live"})).await;
+    assert_eq!(s, 201, "{ws}");
+    let ws_id = ws["id"].as_str().expect("id").to_owned();
+    me.wait_status(&ws_id, "provisioned", Duration::from_secs(10))
+        .await;
+    let (s, app) = me
+        .post(
+            "/apps",
+            json!({"workspace_id": ws_id, "name": "live", "port": 8000, "visibility": "public"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{app}");
+    for _ in 0..3 {
+        assert_eq!(get().await, (503, "workspace_not_running".into()));
+    }
+    // Started: serves as soon as the workspace reports running.
+    assert_eq!(
+        me.post(&format!("/workspaces/{ws_id}/start"), json!({}))
+            .await
+            .0,
+        202
+    );
+    me.wait_status(&ws_id, "running", Duration::from_secs(10))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(get().await, (200, String::new()));
+    }
+    // Visibility, status and port changes: the very next request.
+    assert_eq!(
+        me.put("/apps/live/visibility", json!({"visibility": "private"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(get().await, (403, "app_auth_required".into()));
+    assert_eq!(
+        me.put("/apps/live/visibility", json!({"visibility": "public"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(get().await, (200, String::new()));
+    assert_eq!(
+        me.patch("/apps/live", json!({"status": "inactive"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(get().await, (503, "app_inactive".into()));
+    assert_eq!(
+        me.patch("/apps/live", json!({"status": "active"})).await.0,
+        200
+    );
+    assert_eq!(get().await, (200, String::new()));
+    // Stopped: 503 from the moment the stop is accepted.
+    assert_eq!(
+        me.post(&format!("/workspaces/{ws_id}/stop"), json!({}))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(get().await, (503, "workspace_not_running".into()));
+    me.wait_status(&ws_id, "stopped", Duration::from_secs(10))
+        .await;
+    assert_eq!(get().await, (503, "workspace_not_running".into()));
+    // Deleted with its workspace: 404 once the workspace is gone.
+    assert_eq!(me.delete(&format!("/workspaces/{ws_id}")).await.0, 202);
+    me.wait_gone(&ws_id, Duration::from_secs(10)).await;
+    assert_eq!(get().await, (404, "app_not_found".into()));
+}

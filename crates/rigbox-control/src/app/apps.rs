@@ -1,6 +1,7 @@
 //! Apps (apps-and-routing.md §1–§4, api.md §11): `https://<name>.<base-domain>` routed to a
 //! port of one of the caller's workspaces. Names are global (they are host labels); the edge
-//! reads routes through [`App::app_route`].
+//! reads routes through [`App::edge_route`] and keeps them while [`App::route_generation`]
+//! stays the same.
 
 use super::auth::{AuthMethod, Principal};
 use super::{page_params, ApiError, ApiResult, App};
@@ -12,6 +13,7 @@ use rigbox_types::api::{
 };
 use rigbox_types::time_fmt::from_micros;
 use rigbox_types::{AppId, ErrorCode, WorkspaceId};
+use std::sync::atomic::Ordering;
 
 /// Names no app may take, besides the regions and the operator's list.
 const RESERVED: &[&str] = &["www", "api", "console", "admin", "ssh", "mail"];
@@ -113,6 +115,7 @@ impl App {
             .await
             .map_err(|e| name_taken(e, &app.name))?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.routes_changed();
         Ok(self.app_view(&app))
     }
 
@@ -201,6 +204,7 @@ impl App {
         {
             return Err(ApiError::not_found("App"));
         }
+        self.routes_changed();
         Ok(self.app_view(&row))
     }
 
@@ -236,7 +240,9 @@ impl App {
     /// `DELETE /apps/{app}`: only the route goes; nothing in the VM is touched.
     pub async fn delete_app(&self, p: &Principal, app: &str) -> ApiResult<()> {
         let row = self.find_app(p, app).await?;
-        if !self.store.delete_app(&p.user.id, &row.id).await? {
+        let deleted = self.store.delete_app(&p.user.id, &row.id).await?;
+        self.routes_changed();
+        if !deleted {
             return Err(ApiError::not_found(&format!("App {app:?}")));
         }
         Ok(())
@@ -301,6 +307,21 @@ impl App {
 
 /// What the edge reads (apps-and-routing.md §3): routes by host label and API-key users.
 impl App {
+    /// A counter bumped after every committed change that can alter an app route: an app
+    /// created, changed or deleted, a workspace changing status or deleted (its apps go with
+    /// it). The edge caches a route read at generation `g` only while this still answers `g`,
+    /// reading it before the store: a read that raced a change is never kept, and a change is
+    /// seen by the first request after its API call returns. Changes made by another process
+    /// (another control plane on a shared PostgreSQL) are not counted here.
+    pub fn route_generation(&self) -> u64 {
+        self.route_generation.load(Ordering::SeqCst)
+    }
+
+    /// Records a committed change that can alter a route; call it after the commit.
+    pub(crate) fn routes_changed(&self) {
+        self.route_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The app named `name` with what the edge needs to route it, if it exists.
     pub async fn edge_route(&self, name: &str) -> ApiResult<Option<EdgeApp>> {
         let Some(a) = self.store.app_by_name(name).await? else {
@@ -316,6 +337,7 @@ impl App {
         // Only what routing needs: this runs on every request, so no URL or timestamps.
         Ok(Some(EdgeApp {
             workspace_running: super::workspaces::status_of(&ws) == WorkspaceStatus::Running,
+            workspace_generation: ws.generation,
             protocol: AppProtocol::parse(&a.protocol).unwrap_or_default(),
             visibility: AppVisibility::parse(&a.visibility).unwrap_or_default(),
             status: AppStatus::parse(&a.status).unwrap_or_default(),
@@ -348,6 +370,9 @@ pub struct EdgeApp {
     pub status: AppStatus,
     pub allowed_emails: Vec<String>,
     pub workspace_running: bool,
+    /// The workspace's generation: it changes at every start and stop, so connections made to
+    /// one run of the VM are never reused for another.
+    pub workspace_generation: i64,
 }
 
 fn name_taken(e: StoreError, name: &str) -> ApiError {

@@ -138,6 +138,7 @@ impl App {
                     self.store
                         .delete_workspace_row(&row.id, row.generation)
                         .await?;
+                    self.routes_changed();
                     return Ok(());
                 }
                 Outcome::Update => {
@@ -147,6 +148,7 @@ impl App {
                         .save_workspace(self.store.pool(), &new, &row.status, row.generation)
                         .await?
                     {
+                        self.routes_changed();
                         if new.generation != row.generation {
                             self.notify_node(node_id);
                         }
@@ -175,6 +177,7 @@ impl App {
                 .save_workspace(self.store.pool(), &new, &row.status, row.generation)
                 .await?
             {
+                self.routes_changed();
                 tracing::warn!(workspace = %row.id, "boot timeout");
                 self.notify_node(&row.node_id);
             }

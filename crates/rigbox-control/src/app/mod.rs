@@ -52,6 +52,9 @@ pub struct App {
     node_signals: HashMap<String, Arc<Notify>>,
     /// Resolves waiters when the control plane shuts down.
     pub(crate) shutdown: Notify,
+    /// Bumped after every committed change that can alter an app route (see
+    /// [`App::route_generation`]).
+    pub(crate) route_generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for App {
@@ -83,6 +86,7 @@ impl App {
             nodes,
             node_signals,
             shutdown: Notify::new(),
+            route_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

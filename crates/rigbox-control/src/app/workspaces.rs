@@ -487,6 +487,7 @@ impl App {
                 .await?
             {
                 tx.commit().await.map_err(StoreError::from)?;
+                self.routes_changed();
                 self.notify_node(&new.node_id);
                 return Ok(new);
             }
