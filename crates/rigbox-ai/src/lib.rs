@@ -135,6 +135,7 @@ impl AiProxy {
             .route("/v1/{*rest}", any(not_found))
             .route("/v1", any(not_found))
             .method_not_allowed_fallback(not_found)
+            .layer(axum::middleware::map_response(request_id))
             .with_state(self.clone())
             .fallback_service(rest)
     }
@@ -252,6 +253,17 @@ async fn brave(
         None => path,
     };
     p.brave(c, method, path_and_query, headers, body).await
+}
+
+/// Every proxy answer carries `X-Rigbox-Request-Id`; metered routes set their hold's ID, the
+/// others get a fresh one here.
+async fn request_id(mut resp: Response) -> Response {
+    if !resp.headers().contains_key("x-rigbox-request-id") {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            resp.headers_mut().insert("x-rigbox-request-id", v);
+        }
+    }
+    resp
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {

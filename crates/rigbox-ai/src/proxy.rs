@@ -266,7 +266,8 @@ impl AiProxy {
         })
     }
 
-    /// A metered model route (§6 steps 1–8).
+    /// A metered model route (§6 steps 1–8). Admission and everything after it run in a task
+    /// of their own: a client that leaves mid-admission cannot strand a hold it just made.
     pub(crate) async fn model_request(
         self: Arc<Self>,
         route: ModelRoute,
@@ -275,23 +276,26 @@ impl AiProxy {
         body: Body,
     ) -> Response {
         let request_id = uuid::Uuid::new_v4().to_string();
-        let resp = match self
-            .clone()
-            .admit_model(route, &caller, &headers, body, &request_id)
-            .await
-        {
-            Ok(rx) => match rx.await {
-                Ok(Ok(resp)) => return resp,
-                Ok(Err(e)) => e,
-                Err(_) => GatewayError::internal(),
-            },
-            Err(e) => e,
+        let (tx, rx) = oneshot::channel();
+        let id = request_id.clone();
+        tokio::spawn(async move {
+            match self
+                .clone()
+                .admit_model(route, &caller, &headers, body, &id)
+                .await
+            {
+                Ok((job, req)) => job.run(req, tx).await,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        let err = match rx.await {
+            Ok(Ok(resp)) => return resp,
+            Ok(Err(e)) => e,
+            Err(_) => GatewayError::internal(),
         };
-        let mut resp = resp.into_response();
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert("x-rigbox-request-id", v);
-        }
-        resp
+        with_request_id(err.into_response(), &request_id)
     }
 
     async fn admit_model(
@@ -301,7 +305,7 @@ impl AiProxy {
         headers: &HeaderMap,
         body: Body,
         request_id: &str,
-    ) -> Result<oneshot::Receiver<Head>, GatewayError> {
+    ) -> Result<(Job, reqwest::RequestBuilder), GatewayError> {
         let (base, key) = self.check_enabled(route.upstream())?;
         let account = self.account(caller).await?;
         let raw = self.read_body(body).await?;
@@ -403,7 +407,6 @@ impl AiProxy {
             _ => format!("{base}/{}", route.path),
         };
         let new_body = serde_json::to_vec(&body).map(Bytes::from).unwrap_or(raw);
-        let (tx, rx) = oneshot::channel();
         let job = Job {
             proxy: self.clone(),
             request_id: request_id.to_owned(),
@@ -418,8 +421,7 @@ impl AiProxy {
             .headers(fwd)
             .header(header::CONTENT_TYPE, "application/json")
             .body(new_body);
-        tokio::spawn(job.run(req, tx));
-        Ok(rx)
+        Ok((job, req))
     }
 
     /// Releases a hold, logging a failure (the reconciler is the safety net).
@@ -505,7 +507,32 @@ impl AiProxy {
         body: Body,
     ) -> Response {
         let request_id = uuid::Uuid::new_v4().to_string();
-        let result = async {
+        // In a task of its own, like model routes: a hold is never stranded by a client leaving.
+        let task = tokio::spawn(self.brave_call(
+            caller,
+            method,
+            path_and_query,
+            headers,
+            body,
+            request_id.clone(),
+        ));
+        match task.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => with_request_id(e.into_response(), &request_id),
+            Err(_) => with_request_id(GatewayError::internal().into_response(), &request_id),
+        }
+    }
+
+    async fn brave_call(
+        self: Arc<Self>,
+        caller: BridgeCaller,
+        method: Method,
+        path_and_query: String,
+        headers: HeaderMap,
+        body: Body,
+        request_id: String,
+    ) -> Result<Response, GatewayError> {
+        {
             let (base, key) = self.check_enabled(Upstream::Brave)?;
             let usd = self.cfg.brave.as_ref().map_or(0.0, |b| b.usd_per_request);
             let account = self.account(&caller).await?;
@@ -562,11 +589,6 @@ impl AiProxy {
                     Err(e)
                 }
             }
-        }
-        .await;
-        match result {
-            Ok(r) => r,
-            Err(e) => with_request_id(e.into_response(), &request_id),
         }
     }
 

@@ -103,6 +103,8 @@ async fn start_with(tweak: impl FnOnce(&mut AiConfig)) -> Env {
     let tp = TestPlatform::start_with(|c| {
         c.sim.bridge_port = Some(0);
         c.ai = ai;
+        // The tests poll the ledger while streams settle.
+        c.control.rate_limits.auth = 100_000;
     })
     .await;
     let bridge = format!(
@@ -380,4 +382,407 @@ async fn real_sdks_through_the_proxy_are_charged_what_the_upstream_reported() {
         .map(|c| -c["amount_micro"].as_i64().expect("amount"))
         .sum();
     assert_eq!(c["balance_micro"].as_i64(), Some(250_000_000 - spent));
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Hello there, proxy"}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_errors_and_relayed_upstream_errors_charge_nothing() {
+    let env = start_with(|ai| ai.brave = None).await;
+    let url = |p: &str| format!("{}{p}", env.bridge);
+
+    // Bad bodies, unknown models and paths never reach the upstream.
+    let r = env
+        .vm
+        .post(url("/v1/chat/completions"))
+        .body("{not json")
+        .send()
+        .await
+        .expect("answer");
+    gateway_error(r, 400, "invalid_request").await;
+    let r = env
+        .post("/v1/chat/completions", json!({"messages": []}), &[])
+        .await;
+    gateway_error(r, 400, "invalid_request").await;
+    let r = env
+        .post("/v1/chat/completions", chat("nobody/unpriced"), &[])
+        .await;
+    let v = gateway_error(r, 400, "model_not_priced").await;
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("nobody/unpriced")));
+    let r = env.post("/v1/nothing-here", json!({}), &[]).await;
+    gateway_error(r, 404, "not_found").await;
+    let r = env
+        .vm
+        .get(url("/brave/res/v1/web/search?q=rust"))
+        .send()
+        .await
+        .expect("answer");
+    gateway_error(r, 503, "provider_unavailable").await;
+    assert!(
+        env.fake.requests().is_empty(),
+        "nothing was forwarded: {:?}",
+        env.fake.requests()
+    );
+
+    // An upstream refusal is relayed as it is, and the hold released.
+    let r = env
+        .post(
+            "/v1/chat/completions",
+            chat("openai/gpt-4o"),
+            &[("x-fake-scenario", "error=429")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert!(r.headers().contains_key("x-rigbox-request-id"));
+    let v: Value = r.json().await.expect("json");
+    assert!(
+        v["error"]["type"] != "rigbox_gateway_error",
+        "the upstream's own body: {v}"
+    );
+
+    // Over the funds: the estimate of a huge output bound is refused before forwarding.
+    let before = env.fake.requests().len();
+    let mut big = chat("openai/gpt-4o");
+    big["max_tokens"] = json!(1_000_000_000u64);
+    let r = env.post("/v1/chat/completions", big, &[]).await;
+    let v = gateway_error(r, 402, "insufficient_credits").await;
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("250.000000")));
+    assert_eq!(env.fake.requests().len(), before);
+
+    // A normal call has its cost in headers with six decimals.
+    let r = env
+        .post("/v1/chat/completions", chat("openai/gpt-4o"), &[])
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let micro: i64 = r.headers()["x-rigbox-cost-micro"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("integer");
+    let credits = r.headers()["x-rigbox-cost-credits"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(credits, format!("{:.6}", micro as f64 / 1e6));
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["usage"]["cost_micro"].as_i64(), Some(micro));
+
+    // Completed without usage: charged from the price table, marked estimated.
+    let r = env
+        .post(
+            "/v1/chat/completions",
+            chat("openai/gpt-4o"),
+            &[("x-fake-scenario", "no_usage")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    // A stream that breaks: charged for what was counted, estimated.
+    let mut s = chat("openai/gpt-4o");
+    s["stream"] = json!(true);
+    let r = env
+        .post(
+            "/v1/chat/completions",
+            s,
+            &[("x-fake-scenario", "break_after=3")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = r.bytes().await;
+
+    let charges = env.charges().await;
+    assert_eq!(charges.len(), 3, "{charges:?}");
+    assert_eq!(charges[0]["amount_micro"].as_i64(), Some(-micro));
+    assert_eq!(charges[0]["estimated"], false);
+    assert_eq!(charges[1]["estimated"], true);
+    assert_eq!(charges[2]["estimated"], true);
+    assert!(charges[2]["output_tokens"].as_u64().is_some_and(|t| t > 0));
+    env.assert_books_balance().await;
+
+    // With no funds left every metered call gets 402, and nothing is forwarded.
+    let (_, me) = env.user.get("/auth/me").await;
+    let balance = env.credits().await["balance_micro"]
+        .as_i64()
+        .expect("balance");
+    env.tp
+        .platform()
+        .app
+        .adjust_credits(
+            me["id"].as_str().expect("id"),
+            -(balance as f64) / 1e6,
+            "test: spend everything".into(),
+        )
+        .await
+        .expect("adjusted");
+    let before = env.fake.requests().len();
+    let r = env
+        .post("/v1/chat/completions", chat("openai/gpt-4o"), &[])
+        .await;
+    gateway_error(r, 402, "credits_exhausted").await;
+    assert_eq!(env.fake.requests().len(), before);
+    // The rest of the bridge still answers.
+    let r = env
+        .vm
+        .get(url("/rig/v1/whoami"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_502_and_releases_the_hold() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let env = start_with(|ai| ai.base_url = Some(dead)).await;
+    let r = env
+        .post("/v1/chat/completions", chat("openai/gpt-4o"), &[])
+        .await;
+    gateway_error(r, 502, "upstream_unreachable").await;
+    assert!(env.charges().await.is_empty());
+    env.assert_books_balance().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subjects_are_attributed_budgeted_and_rate_limited() {
+    let env = start().await;
+    let subject = [("x-rigbox-subject", "tenant-42")];
+    let r = env
+        .post("/v1/chat/completions", chat("openai/gpt-4o"), &subject)
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let cost = r.headers()["x-rigbox-cost-micro"]
+        .to_str()
+        .expect("ascii")
+        .parse::<i64>()
+        .expect("int");
+    let charges = env.charges().await;
+    assert_eq!(charges[0]["subject"], "tenant-42");
+
+    // Budget: spent ≥ the budget → 402 with details.
+    let over = format!("{};period=1d", cost as f64 / 1e6);
+    let r = env
+        .post(
+            "/v1/chat/completions",
+            chat("openai/gpt-4o"),
+            &[subject[0], ("x-rigbox-subject-budget", over.as_str())],
+        )
+        .await;
+    let v = gateway_error(r, 402, "subject_over_budget").await;
+    let d = &v["error"]["details"];
+    assert_eq!(d["reason"], "subject_over_budget");
+    assert_eq!(d["subject"], "tenant-42");
+    assert_eq!(d["limit"]["kind"], "credits");
+    assert_eq!(d["limit"]["window_seconds"], 86400);
+    assert_eq!(d["used"]["credits_micro"].as_i64(), Some(cost));
+
+    // Rate: one admitted request in the window already.
+    let r = env
+        .post(
+            "/v1/chat/completions",
+            chat("openai/gpt-4o"),
+            &[subject[0], ("x-rigbox-subject-rate", "1req;window=60")],
+        )
+        .await;
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"60"[..])
+    );
+    let v = gateway_error(r, 429, "subject_rate_limited").await;
+    assert_eq!(
+        v["error"]["message"],
+        "Subject 'tenant-42' hit a rate limit: 1 requests per 60s."
+    );
+    // Another subject, the body's `user`, is not limited by tenant-42's use.
+    let mut other = chat("openai/gpt-4o");
+    other["user"] = json!("tenant-7");
+    let r = env
+        .post(
+            "/v1/chat/completions",
+            other,
+            &[("x-rigbox-subject-rate", "1req;window=60")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let r = env
+        .post(
+            "/v1/chat/completions",
+            chat("openai/gpt-4o"),
+            &[subject[0], ("x-rigbox-subject-budget", "lots")],
+        )
+        .await;
+    gateway_error(r, 400, "subject_limit_malformed").await;
+
+    // The refusals cost nothing; usage is readable per subject from the VM.
+    let charges = env.charges().await;
+    assert_eq!(charges.len(), 2, "{charges:?}");
+    let r = env
+        .vm
+        .get(format!("{}/rig/v1/usage?subject=tenant-42", env.bridge))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 200);
+    let u: Value = r.json().await.expect("json");
+    assert_eq!(u["credits_micro"].as_i64(), Some(cost), "{u}");
+    assert_eq!(u["requests"], 1, "{u}");
+}
+
+/// A tiny deterministic generator (no RNG dependency in tests).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_streams_dropped_at_random_points_are_each_settled_once() {
+    let env = start().await;
+    let mut rng = Lcg(42);
+    let mut tasks = Vec::new();
+    for i in 0..100u64 {
+        let vm = env.vm.clone();
+        let url = format!("{}/v1/chat/completions", env.bridge);
+        let drop_after = Duration::from_millis(20 + rng.next(700));
+        let mut body = chat("openai/gpt-4o");
+        body["stream"] = json!(true);
+        // A small output bound: 100 holds fit in the free plan's credits at once.
+        body["max_tokens"] = json!(64);
+        tasks.push(tokio::spawn(async move {
+            let req = vm
+                .post(url)
+                .header("x-fake-scenario", "chunk_delay_ms=50,chunks=12")
+                .json(&body)
+                .send();
+            // Dropped before the head, mid-stream or not at all (some outlive 700 ms).
+            let _ = tokio::time::timeout(drop_after, async move {
+                let mut r = req.await.expect("head");
+                while let Ok(Some(_)) = r.chunk().await {}
+            })
+            .await;
+            i
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    // Every stream is drained upstream and settled; wait for the last holds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = env.credits().await;
+        if c["reserved_micro"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "holds still open: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every request that reached the upstream was charged exactly once (a client gone before
+    // its request was admitted cost nothing and reached nobody).
+    let charges = env.charges().await;
+    let ids: std::collections::HashSet<_> =
+        charges.iter().map(|c| c["request_id"].clone()).collect();
+    let forwarded = env.fake.requests().len();
+    assert!(forwarded >= 50, "most requests were admitted: {forwarded}");
+    assert_eq!(charges.len(), forwarded, "one charge per forwarded request");
+    assert_eq!(ids.len(), charges.len(), "no request charged twice");
+    assert!(
+        charges.iter().all(|c| c["estimated"] == false),
+        "the drain read every usage"
+    );
+    assert_eq!(env.fake.reported().len(), forwarded);
+    env.assert_books_balance().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_killed_mid_stream_settles_the_hold_once_after_restart() {
+    let fake = FakeAi::start().await;
+    let prices: String = prices_of(fake.config())
+        .iter()
+        .map(|p| {
+            format!(
+                "[[ai.prices]]\nmodel = \"{}\"\ninput_usd_per_mtok = {}\noutput_usd_per_mtok = {}\n",
+                p.model, p.input_usd_per_mtok, p.output_usd_per_mtok
+            )
+        })
+        .collect();
+    let toml = format!(
+        "[sim]\nprovision_ms = 50\nboot_ms = 300\nstop_ms = 100\nbridge_port = 0\n\
+         [ai]\nbase_url = \"{}\"\napi_key = \"sk-or-fake\"\nprice_refresh = false\n{prices}",
+        fake.openrouter_url()
+    );
+    let mut d = Daemon::start_with_config(&toml).await.expect("rigboxd");
+    let key = d
+        .create_user("crash@example.com", rigbox_testkit::PASSWORD)
+        .await
+        .expect("user");
+    let user = Client::new(&d.api_url(), Some(key.clone()));
+    let (_, local) = running_workspace(&user, "crashy").await;
+    let ready: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.data_dir().join("ready.json")).expect("ready.json"),
+    )
+    .expect("json");
+    let bridge = ready["bridge_url"].as_str().expect("bridge_url").to_owned();
+
+    // A stream the upstream stalls after two events: its hold stays open.
+    let mut body = chat("openai/gpt-4o");
+    body["stream"] = json!(true);
+    let vm = client_from(local);
+    let mut r = vm
+        .post(format!("{bridge}/v1/chat/completions"))
+        .header("x-fake-scenario", "stall_after=2")
+        .json(&body)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = r.chunk().await;
+    let (_, c) = user.get("/users/me/credits").await;
+    let reserved = c["reserved_micro"].as_i64().expect("reserved");
+    assert!(reserved > 0, "{c}");
+
+    d.kill_and_restart().await.expect("restarted");
+    let user = Client::new(&d.api_url(), Some(key.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let charges = loop {
+        let (_, l) = user.get("/users/me/credits/ledger?kind=charge").await;
+        let items = l["items"].as_array().cloned().unwrap_or_default();
+        if !items.is_empty() {
+            break items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphaned hold was not reconciled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert_eq!(charges[0]["amount_micro"].as_i64(), Some(-reserved));
+    assert_eq!(charges[0]["estimated"], true);
+
+    // Another restart finds nothing more to settle.
+    d.kill_and_restart().await.expect("restarted again");
+    let user = Client::new(&d.api_url(), Some(key));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, l) = user.get("/users/me/credits/ledger?kind=charge").await;
+    assert_eq!(l["items"].as_array().map(Vec::len), Some(1), "{l}");
+    let (_, c) = user.get("/users/me/credits").await;
+    assert_eq!(c["reserved_micro"], 0, "{c}");
 }
