@@ -12,11 +12,13 @@
 //! one-time code, the edge's `/.rigbox/auth/callback` redeems it for a host-only
 //! `rigbox_app_session` cookie, `/.rigbox/auth/logout` ends it.
 //!
-//! Not yet here: HTTP/2 extended CONNECT for WebSockets (HTTP/1.1 upgrades work), a route cache
-//! and upstream connection pooling.
+//! Upstream connections are kept open between requests (`pool`).
+//!
+//! Not yet here: HTTP/2 extended CONNECT for WebSockets (HTTP/1.1 upgrades work).
 
 mod auth;
 pub mod host;
+mod pool;
 mod proxy;
 mod response;
 mod routes;
@@ -125,6 +127,10 @@ pub struct EdgeConfig {
     pub header_timeout: Duration,
     /// When TLS is on, the HTTPS port: plain-HTTP requests for apps are redirected there.
     pub https_port: Option<u16>,
+    /// Idle upstream HTTP/1.1 connections kept per workspace port (0: none are kept).
+    pub pool_max_idle: usize,
+    /// How long an unused upstream connection is kept.
+    pub pool_idle_timeout: Duration,
 }
 
 impl EdgeConfig {
@@ -135,6 +141,8 @@ impl EdgeConfig {
             max_body_bytes: 100 << 20,
             header_timeout: Duration::from_secs(120),
             https_port: None,
+            pool_max_idle: 32,
+            pool_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -155,6 +163,7 @@ pub struct Edge {
     dir: Arc<dyn Directory>,
     platform: PlatformService,
     routes: routes::RouteTable,
+    pool: Arc<pool::Pool>,
 }
 
 /// How a connection reached the edge.
@@ -168,11 +177,13 @@ pub struct Conn {
 
 impl Edge {
     pub fn new(cfg: EdgeConfig, dir: Arc<dyn Directory>, platform: PlatformService) -> Arc<Self> {
+        let pool = pool::Pool::new(cfg.pool_max_idle, cfg.pool_idle_timeout);
         Arc::new(Self {
             cfg,
             dir,
             platform,
             routes: routes::RouteTable::default(),
+            pool,
         })
     }
 
@@ -226,6 +237,7 @@ impl Edge {
         tls: Option<tokio_rustls::TlsAcceptor>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        self.pool.start_sweeper();
         loop {
             let (socket, client) = tokio::select! {
                 r = listener.accept() => match r {

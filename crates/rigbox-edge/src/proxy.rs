@@ -1,11 +1,13 @@
 //! An app request, from access check to the VM and back (apps-and-routing.md §3 steps 2–7, §4,
 //! §7): streamed both ways, upgrades (WebSockets) spliced after the 101.
 
+use crate::pool::{self, ConnectError, UpBody, Upstream};
 use crate::response::{self, EdgeBody};
 use crate::{AppRoute, Conn, Edge, EdgeUser};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rigbox_types::api::{AppStatus, AppVisibility};
@@ -295,14 +297,6 @@ async fn forward(
             "Nothing answered on the app's port in the workspace.",
         )
     };
-    let stream = match edge.dir.connect(&route.workspace_id, route.port).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(app = %route.name, error = %e, "edge: upstream connect failed");
-            return unreachable();
-        }
-    };
-    let _ = stream.set_nodelay(true);
     let wants_upgrade = is_upgrade(req.headers()) && !route.h2c;
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut headers = upstream_headers(req.headers(), host, conn, user);
@@ -312,10 +306,14 @@ async fn forward(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
     let method = req.method().clone();
-    let body = http_body_util::Limited::new(req.into_body(), edge.cfg.max_body_bytes as usize);
+    let body = req.into_body();
+    // A request without a body can be sent again when a kept connection turns out closed.
+    let replayable =
+        body.is_end_stream() && matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let body: UpBody = http_body_util::Limited::new(body, edge.cfg.max_body_bytes as usize).boxed();
     let mut up = Request::new(body);
     *up.method_mut() = method;
-    let sent = if route.h2c {
+    if route.h2c {
         // HTTP/2 with prior knowledge: the original host travels as :authority.
         let authority = headers
             .remove(header::HOST)
@@ -325,34 +323,23 @@ async fn forward(
             .parse::<Uri>()
             .unwrap_or_else(|_| Uri::from_static("/"));
         *up.version_mut() = Version::HTTP_2;
-        *up.headers_mut() = headers;
-        let (mut sender, connection) = match hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            TokioIo::new(stream),
-        )
-        .await
-        {
-            Ok(x) => x,
-            Err(_) => return unreachable(),
-        };
-        tokio::spawn(connection);
-        tokio::time::timeout(edge.cfg.header_timeout, sender.send_request(up)).await
     } else {
         *up.uri_mut() = path
             .parse::<Uri>()
             .unwrap_or_else(|_| Uri::from_static("/"));
         *up.version_mut() = Version::HTTP_11;
-        *up.headers_mut() = headers;
-        let (mut sender, connection) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-                Ok(x) => x,
-                Err(_) => return unreachable(),
-            };
-        tokio::spawn(async move {
-            let _ = connection.with_upgrades().await;
-        });
-        tokio::time::timeout(edge.cfg.header_timeout, sender.send_request(up)).await
+    }
+    *up.headers_mut() = headers;
+    let upstream = Upstream {
+        workspace: route.workspace_id.clone(),
+        generation: route.workspace_generation,
+        port: route.port,
     };
+    let sent = tokio::time::timeout(
+        edge.cfg.header_timeout,
+        send(edge, &upstream, route.h2c, up, replayable, !wants_upgrade),
+    )
+    .await;
     let mut resp = match sent {
         Err(_) => {
             return response::error_for(
@@ -380,6 +367,100 @@ async fn forward(
         }
     }
     resp.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+/// Why a request got no response from the app.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("the app's connection failed")]
+    Request(#[source] hyper::Error),
+}
+
+/// Sends `req` on a kept connection to `up` or a new one. When a kept connection was closed
+/// before the request went out (or, for a replayable request, before any answer), the request
+/// goes again on a new connection. `keep`: the connection may serve later requests (not for
+/// upgrades).
+async fn send(
+    edge: &Edge,
+    up: &Upstream,
+    h2c: bool,
+    mut req: Request<UpBody>,
+    replayable: bool,
+    keep: bool,
+) -> Result<Response<Incoming>, SendError> {
+    if h2c {
+        if let Some(mut tx) = edge.pool.h2(up) {
+            match tx.try_send_request(req).await {
+                Ok(r) => return Ok(r),
+                Err(mut e) => match e.take_message() {
+                    Some(r) => req = r,
+                    None => return Err(SendError::Request(e.into_error())),
+                },
+            }
+        }
+        let stream = edge
+            .dir
+            .connect(&up.workspace, up.port)
+            .await
+            .map_err(ConnectError::Connect)?;
+        let mut tx = pool::handshake_h2(stream).await?;
+        edge.pool.put_h2(up.clone(), tx.clone());
+        return tx.send_request(req).await.map_err(SendError::Request);
+    }
+    if let Some(mut tx) = edge.pool.take_h1(up) {
+        let again = replayable.then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.version(),
+                req.headers().clone(),
+            )
+        });
+        match tx.try_send_request(req).await {
+            Ok(r) => {
+                if keep {
+                    edge.pool.put_h1_when_done(up.clone(), tx);
+                }
+                return Ok(r);
+            }
+            Err(mut e) => {
+                req = match e.take_message() {
+                    Some(r) => r,
+                    None => match again {
+                        Some((method, uri, version, headers)) => {
+                            let mut r = Request::new(empty_body());
+                            *r.method_mut() = method;
+                            *r.uri_mut() = uri;
+                            *r.version_mut() = version;
+                            *r.headers_mut() = headers;
+                            r
+                        }
+                        None => return Err(SendError::Request(e.into_error())),
+                    },
+                };
+                tracing::debug!("edge: a kept upstream connection had closed; sending again");
+            }
+        }
+    }
+    let stream = edge
+        .dir
+        .connect(&up.workspace, up.port)
+        .await
+        .map_err(ConnectError::Connect)?;
+    let mut tx = pool::handshake_h1(stream).await?;
+    let r = tx.send_request(req).await.map_err(SendError::Request)?;
+    if keep {
+        edge.pool.put_h1_when_done(up.clone(), tx);
+    }
+    Ok(r)
+}
+
+fn empty_body() -> UpBody {
+    http_body_util::Empty::<bytes::Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 #[cfg(test)]

@@ -101,6 +101,38 @@ async fn h2c_backend() -> SocketAddr {
     addr
 }
 
+/// A backend that answers the first request of each connection (keep-alive), then closes the
+/// connection when the next request arrives, without answering: a server that dropped an idle
+/// connection just as the edge reused it.
+async fn one_shot_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\none-shot";
+                if s.write_all(ok).await.is_err() {
+                    return;
+                }
+                // The next request is read and dropped with the connection.
+                let _ = s.read(&mut chunk).await;
+            });
+        }
+    });
+    addr
+}
+
 struct Table {
     apps: Mutex<HashMap<String, AppRoute>>,
     /// Bumped after every change of `apps`, like the control plane's route generation.
@@ -112,6 +144,7 @@ struct Table {
     keys: HashMap<String, EdgeUser>,
     backend: SocketAddr,
     h2c_backend: SocketAddr,
+    one_shot_backend: SocketAddr,
 }
 
 #[async_trait::async_trait]
@@ -148,6 +181,9 @@ impl Directory for Table {
         }
         if port == 2 {
             return TcpStream::connect(self.h2c_backend).await;
+        }
+        if port == 3 {
+            return TcpStream::connect(self.one_shot_backend).await;
         }
         TcpStream::connect(self.backend).await
     }
@@ -247,6 +283,7 @@ impl Env {
             keys,
             backend,
             h2c_backend: h2c_backend().await,
+            one_shot_backend: one_shot_backend().await,
         });
         let platform: PlatformService = Arc::new(|_req, _addr| {
             Box::pin(async { Response::new(rigbox_edge::full_body("the console")) })
@@ -645,6 +682,120 @@ async fn routes_are_kept_in_memory_and_every_change_serves_the_next_request() {
     for _ in 0..5 {
         assert_eq!(status("nope").await, 503);
     }
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_and_reused() {
+    let env = Env::start(None).await;
+    let c = env.client("http", None);
+    let connects = || env.table.connects.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let r = c
+            .get(env.url("http", "pub", "/"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200);
+        r.bytes().await.expect("body");
+    }
+    assert_eq!(
+        connects(),
+        1,
+        "twenty requests in a row share one upstream connection"
+    );
+    // Concurrent requests open what they need; afterwards those connections are reused.
+    let burst = || async {
+        let all = (0..8).map(|_| async {
+            let r = c
+                .get(env.url("http", "pub", "/"))
+                .send()
+                .await
+                .expect("send");
+            r.bytes().await.expect("body");
+        });
+        futures::future::join_all(all).await;
+    };
+    burst().await;
+    let after_burst = connects();
+    assert!(after_burst <= 9, "{after_burst}");
+    // Let the connections of the burst go back to the pool.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    burst().await;
+    assert_eq!(
+        connects(),
+        after_burst,
+        "the second burst reuses the first one's connections"
+    );
+    // A new run of the workspace gets new connections.
+    let mut r = route("pub", AppVisibility::Public);
+    r.workspace_generation = 2;
+    env.table.set("pub", Some(r));
+    let before = connects();
+    let r = c
+        .get(env.url("http", "pub", "/"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(connects(), before + 1);
+    // An upgraded connection never goes back: after two upgrades (the first on the idle
+    // connection) the next request finds the pool empty.
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(env.addr).await.expect("connect");
+        s.write_all(
+            format!("GET /ws HTTP/1.1\r\nHost: pub.{BASE}\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    }
+    let before = connects();
+    let r = c
+        .get(env.url("http", "pub", "/"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(connects(), before + 1);
+    // h2c: one shared HTTP/2 connection.
+    let before = connects();
+    for _ in 0..10 {
+        let r = c
+            .get(env.url("http", "grpc", "/svc/M"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200);
+        r.bytes().await.expect("body");
+    }
+    assert_eq!(connects(), before + 1);
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_app_closed_is_replaced_for_bodiless_requests() {
+    let env = Env::start(None).await;
+    let mut one = route("one", AppVisibility::Public);
+    one.port = 3;
+    env.table.set("one", Some(one));
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .resolve(&format!("one.{BASE}"), env.addr)
+        .build()
+        .expect("client");
+    let url = env.url("http", "one", "/");
+    for i in 0..5 {
+        let r = c.get(&url).send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 200, "GET {i}");
+        assert_eq!(r.text().await.expect("body"), "one-shot");
+        // The request after this one goes to the kept connection the app will drop.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A request with a body cannot be sent twice: the client learns the app failed.
+    let r = c.post(&url).body("x").send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 502);
 }
 
 /// Raw HTTP/1.1 on a socket, for what a client library would not send.
