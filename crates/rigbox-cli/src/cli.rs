@@ -48,6 +48,10 @@ pub enum Cmd {
     Status,
     /// Plan limits and current usage.
     Limits,
+    /// AI credits: available, allowance, balance, reserved (`credits ledger`: the entries).
+    Credits(CreditsArgs),
+    /// AI usage per day and workspace (inside a workspace: per subject, with --subject).
+    Usage(UsageArgs),
     /// Platform capacity (no sign-in needed).
     Capacity,
     /// Workspace templates (no sign-in needed).
@@ -75,6 +79,9 @@ pub enum Cmd {
     /// Apps: HTTPS routes to ports of your workspaces.
     #[command(subcommand)]
     App(AppCmd),
+    /// The AI proxy's environment variables (inside a workspace).
+    #[command(subcommand)]
+    Proxy(ProxyCmd),
     /// SSH public keys of the account.
     #[command(subcommand)]
     SshKey(SshKeyCmd),
@@ -107,6 +114,79 @@ pub struct LoginArgs {
     #[arg(long)]
     pub import_token: bool,
 }
+
+/// `credits [ledger …]`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CreditsArgs {
+    #[command(subcommand)]
+    pub cmd: Option<CreditsCmd>,
+}
+
+/// `credits …`.
+#[derive(Subcommand, Debug)]
+pub enum CreditsCmd {
+    /// Ledger entries, newest first: allowance, plan changes, AI charges, adjustments.
+    Ledger {
+        /// How many entries [default: 20].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        /// Only the charges of this workspace (ID or name; a deleted one by its ID).
+        #[arg(short = 'w', long = "workspace", value_name = "WS")]
+        workspace: Option<String>,
+    },
+}
+
+/// `usage`.
+#[derive(Args, Debug)]
+pub struct UsageArgs {
+    /// Days back, today included: 1-90 [default: 30].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..=90),
+          conflicts_with = "subject")]
+    pub days: Option<i64>,
+    /// Inside a workspace: the charges attributed to this subject.
+    #[arg(long, value_name = "S")]
+    pub subject: Option<String>,
+    /// Trailing window of --subject: <n>s, <n>m, <n>h, <n>d or seconds [default: 86400].
+    #[arg(long, value_name = "W", requires = "subject")]
+    pub window: Option<String>,
+}
+
+/// `proxy …` (workspace mode only).
+#[derive(Subcommand, Debug)]
+pub enum ProxyCmd {
+    /// Print `export` lines of a group: eval "$(rig proxy on)".
+    On {
+        /// Group of variables [default: all].
+        #[arg(value_name = "GROUP", value_parser = PROXY_GROUPS)]
+        group: Option<String>,
+    },
+    /// Print an `unset` line for a group's variables: eval "$(rig proxy off)".
+    Off {
+        /// Group of variables [default: all].
+        #[arg(value_name = "GROUP", value_parser = PROXY_GROUPS)]
+        group: Option<String>,
+    },
+    /// Same output as `on`.
+    Env {
+        /// Group of variables [default: all].
+        #[arg(value_name = "GROUP", value_parser = PROXY_GROUPS)]
+        group: Option<String>,
+    },
+    /// Write the variables as NAME=value lines into a dotenv file, keeping its other lines.
+    Dotenv {
+        /// The file [default: ./.env].
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+    },
+    /// Print the path of the generated proxy.env (source it in a shell).
+    Path,
+    /// Mode, bridge, configured groups, which variables this shell has, available credits.
+    Status,
+}
+
+/// The groups of `proxy on|off|env` (bridge-and-ai.md §10).
+const PROXY_GROUPS: [&str; 5] = crate::commands::proxy::GROUPS;
 
 /// `templates`.
 #[derive(Subcommand, Debug)]
@@ -589,7 +669,48 @@ mod tests {
         assert!(parse(&["app", "share", "x", "--public", "--emails", "a@b.c"]).is_err());
         assert!(parse(&["app", "update", "x", "--enable", "--disable"]).is_err());
         assert!(parse(&["app", "new"]).is_err(), "--name is required");
-        assert!(parse(&["credits"]).is_err());
+        assert!(
+            parse(&["usage", "--window", "1h"]).is_err(),
+            "--window needs --subject"
+        );
+        assert!(parse(&["usage", "--days", "5", "--subject", "s"]).is_err());
+        assert!(parse(&["usage", "--days", "0"]).is_err());
+        assert!(parse(&["usage", "--days", "91"]).is_err());
+        assert!(parse(&["credits", "ledger", "--limit", "0"]).is_err());
+        assert!(parse(&["proxy", "on", "google"]).is_err());
+        assert!(parse(&["proxy"]).is_err());
+    }
+
+    #[test]
+    fn credits_usage_and_proxy() {
+        assert!(matches!(
+            parse(&["credits"]).expect("parses").cmd,
+            Cmd::Credits(CreditsArgs { cmd: None })
+        ));
+        let c = parse(&["credits", "ledger", "--limit", "5", "-w", "box"]).expect("parses");
+        let Cmd::Credits(CreditsArgs {
+            cmd: Some(CreditsCmd::Ledger { limit, workspace }),
+        }) = c.cmd
+        else {
+            panic!("parsed as something else")
+        };
+        assert_eq!((limit, workspace.as_deref()), (Some(5), Some("box")));
+        let c = parse(&["usage", "--subject", "t", "--window", "1h"]).expect("parses");
+        let Cmd::Usage(u) = c.cmd else {
+            panic!("parsed as something else")
+        };
+        assert_eq!(
+            (u.subject.as_deref(), u.window.as_deref()),
+            (Some("t"), Some("1h"))
+        );
+        assert!(matches!(
+            parse(&["proxy", "on", "v1"]).expect("parses").cmd,
+            Cmd::Proxy(ProxyCmd::On { group: Some(g) }) if g == "v1"
+        ));
+        assert!(matches!(
+            parse(&["proxy", "dotenv"]).expect("parses").cmd,
+            Cmd::Proxy(ProxyCmd::Dotenv { path: None })
+        ));
     }
 
     #[test]

@@ -18,8 +18,11 @@ mod prompt;
 mod wait;
 
 use clap::{CommandFactory, FromArgMatches};
-use cli::{ApiKeyCmd, AppCmd, Cli, Cmd, EnvCmd, SshKeyCmd, TemplatesCmd, WsCmd, WsKeysCmd};
-use commands::{account, api, inside, keys, workspace, Ctx};
+use cli::{
+    ApiKeyCmd, AppCmd, Cli, Cmd, CreditsArgs, CreditsCmd, EnvCmd, ProxyCmd, SshKeyCmd,
+    TemplatesCmd, UsageArgs, WsCmd, WsKeysCmd,
+};
+use commands::{account, api, credits, inside, keys, proxy, workspace, Ctx};
 use error::{exit, CliError, CliResult};
 use mode::Mode;
 use output::{Format, Out, Printer};
@@ -46,7 +49,7 @@ fn invoked_name(argv0: Option<&OsString>) -> String {
 fn command(mode: &Mode, bin: &str) -> clap::Command {
     let cmd = Cli::command().name(bin.to_owned()).bin_name(bin.to_owned());
     match mode {
-        Mode::Local => cmd,
+        Mode::Local => mode::hide_for_local(cmd),
         Mode::Workspace { .. } => mode::hide_for_workspace(cmd),
     }
 }
@@ -63,14 +66,16 @@ pub fn main() -> i32 {
     let cmd = command(&mode, bin);
     let rest = args.get(1..).unwrap_or_default();
 
-    if let Mode::Workspace { .. } = mode {
-        if let Some(msg) = mode::refusal(&cmd, bin, rest) {
-            let format = mode::raw_output_flag(rest)
-                .and_then(|f| Format::parse(&f))
-                .unwrap_or(Format::Human);
-            Printer::plain(format).error(&CliError::new("not_available", msg, exit::ERROR));
-            return exit::ERROR;
-        }
+    let refused = match mode {
+        Mode::Workspace { .. } => mode::refusal(&cmd, bin, rest),
+        Mode::Local => mode::local_refusal(&cmd, bin, rest),
+    };
+    if let Some(msg) = refused {
+        let format = mode::raw_output_flag(rest)
+            .and_then(|f| Format::parse(&f))
+            .unwrap_or(Format::Human);
+        Printer::plain(format).error(&CliError::new("not_available", msg, exit::ERROR));
+        return exit::ERROR;
     }
 
     let matches = match cmd.clone().try_get_matches_from(&args) {
@@ -128,9 +133,11 @@ pub fn main() -> i32 {
                     let file = file.unwrap_or_else(|| Ok(Default::default()))?;
                     run_local(cli, file, &printer, cmd).await
                 }
-                Mode::Workspace { bridge_url } => run_workspace(cli, &bridge_url, cmd)
-                    .await
-                    .map(|o| (o, exit::OK)),
+                Mode::Workspace { bridge_url } => {
+                    run_workspace(cli, &bridge_url, cmd, printer.color)
+                        .await
+                        .map(|o| (o, exit::OK))
+                }
             }
         };
         tokio::select! {
@@ -150,7 +157,12 @@ pub fn main() -> i32 {
 }
 
 /// Workspace mode: only what [`mode::allowed_in_workspace`] lets through gets here.
-async fn run_workspace(cli: Cli, bridge_url: &str, cmd: clap::Command) -> CliResult<Out> {
+async fn run_workspace(
+    cli: Cli,
+    bridge_url: &str,
+    cmd: clap::Command,
+    color: bool,
+) -> CliResult<Out> {
     let bridge = client::Api::new(bridge_url, "/rig/v1", None, cli.verbose)?;
     if cli.verbose {
         eprintln!("workspace mode; bridge {bridge_url}");
@@ -168,6 +180,25 @@ async fn run_workspace(cli: Cli, bridge_url: &str, cmd: clap::Command) -> CliRes
             Ok(Out::silent())
         }
         Cmd::App(a) => run_app_cmd(&bridge, a, false).await,
+        Cmd::Credits(CreditsArgs { cmd: None }) => credits::credits(&bridge, true).await,
+        Cmd::Usage(UsageArgs {
+            subject: Some(s),
+            window,
+            ..
+        }) => credits::subject_usage(&bridge, &s, window.as_deref()).await,
+        Cmd::Usage(_) => Err(CliError::usage(format!(
+            "inside a workspace, usage needs --subject; the account's usage is `{} usage` on your own machine",
+            bin_name()
+        ))),
+        Cmd::Proxy(p) => match p {
+            ProxyCmd::On { group } | ProxyCmd::Env { group } => {
+                proxy::on(&bridge, group.as_deref()).await
+            }
+            ProxyCmd::Off { group } => proxy::off(&bridge, group.as_deref()).await,
+            ProxyCmd::Dotenv { path } => proxy::dotenv(&bridge, path.as_deref()).await,
+            ProxyCmd::Path => Ok(proxy::path()),
+            ProxyCmd::Status => proxy::status(&bridge, color).await,
+        },
         _ => Err(CliError::usage(format!(
             "{} {} is not available inside a workspace; run it on your own machine",
             bin_name(),
@@ -218,6 +249,23 @@ async fn run_local(
         Cmd::Whoami => account::whoami(&ctx).await?,
         Cmd::Status => account::status(&ctx).await?,
         Cmd::Limits => account::limits(&ctx).await?,
+        Cmd::Credits(CreditsArgs { cmd: None }) => credits::credits(&ctx.api, false).await?,
+        Cmd::Credits(CreditsArgs {
+            cmd: Some(CreditsCmd::Ledger { limit, workspace }),
+        }) => credits::ledger(&ctx.api, limit, workspace.as_deref()).await?,
+        Cmd::Usage(UsageArgs { subject: Some(_), .. }) => {
+            return Err(CliError::usage(format!(
+                "usage --subject works inside a workspace; on your own machine, `{} usage [--days N]` shows the account's usage",
+                bin_name()
+            )))
+        }
+        Cmd::Usage(UsageArgs { days, .. }) => credits::usage(&ctx.api, days, printer.color).await?,
+        Cmd::Proxy(_) => {
+            return Err(CliError::usage(format!(
+                "{} proxy is only available inside a workspace",
+                bin_name()
+            )))
+        }
         Cmd::Capacity => account::capacity(&ctx).await?,
         Cmd::Templates(TemplatesCmd::Ls) => account::templates(&ctx).await?,
         Cmd::Ssh { ws, args } => workspace::ssh(&ctx, &ws, &args).await?,

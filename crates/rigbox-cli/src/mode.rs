@@ -5,7 +5,8 @@
 //!
 //! Workspace mode offers only a few commands; the others are hidden from help and refused
 //! with `rig <command> is not available inside a workspace; run it on your own machine`
-//! (exit 1) *before* their arguments are checked.
+//! (exit 1) *before* their arguments are checked. `proxy` is the reverse: it exists only inside
+//! a workspace, so local mode hides and refuses it the same way.
 
 use std::ffi::OsString;
 
@@ -55,9 +56,24 @@ pub fn detect_with(forced: Option<&str>, bridge_env: Option<&str>, meta: Option<
 }
 
 /// Top-level commands available in workspace mode (besides `help`).
-const WORKSPACE_COMMANDS: &[&str] = &["whoami", "status", "workspace", "app", "completions"];
+const WORKSPACE_COMMANDS: &[&str] = &[
+    "whoami",
+    "status",
+    "credits",
+    "usage",
+    "workspace",
+    "app",
+    "proxy",
+    "completions",
+];
 /// `workspace` subcommands available in workspace mode.
 const WORKSPACE_WS_COMMANDS: &[&str] = &["get"];
+/// Top-level commands that exist only in workspace mode.
+const WORKSPACE_ONLY_COMMANDS: &[&str] = &["proxy"];
+/// Commands whose subcommands are refused in workspace mode unless listed (only the command
+/// itself runs there, e.g. `credits` but not `credits ledger`).
+const WORKSPACE_LIMITED: &[(&str, &[&str])] =
+    &[("workspace", WORKSPACE_WS_COMMANDS), ("credits", &[])];
 
 /// Global flags that take a value (skipped when looking for the command words).
 const VALUE_FLAGS: &[&str] = &["--output", "--query"];
@@ -68,10 +84,26 @@ pub fn allowed_in_workspace(path: &[&str]) -> bool {
     match path {
         [] => true,
         ["help", ..] => true,
-        ["workspace"] => true,
-        ["workspace", sub, ..] => WORKSPACE_WS_COMMANDS.contains(sub) || *sub == "help",
+        [top, sub, ..] if limited(top).is_some() => {
+            limited(top).is_some_and(|subs| subs.contains(sub)) || *sub == "help"
+        }
         [top, ..] => WORKSPACE_COMMANDS.contains(top),
     }
+}
+
+/// The subcommands workspace mode allows of a command it limits.
+fn limited(top: &str) -> Option<&'static [&'static str]> {
+    WORKSPACE_LIMITED
+        .iter()
+        .find(|(t, _)| *t == top)
+        .map(|(_, subs)| *subs)
+}
+
+/// Whether the canonical command path `path` may run in local mode.
+pub fn allowed_locally(path: &[&str]) -> bool {
+    !path
+        .first()
+        .is_some_and(|top| WORKSPACE_ONLY_COMMANDS.contains(top))
 }
 
 /// The command words of an argument list (after argv[0]), resolved to canonical subcommand
@@ -108,7 +140,7 @@ pub fn refusal(cmd: &clap::Command, bin: &str, args: &[OsString]) -> Option<Stri
         return None;
     }
     // Name the command down to the first word that is refused (`workspace ls`, `api-key`).
-    let shown = if words.first() == Some(&"workspace") {
+    let shown = if words.first().is_some_and(|t| limited(t).is_some()) {
         words.iter().take(2).copied().collect::<Vec<_>>().join(" ")
     } else {
         words.first().copied().unwrap_or_default().to_owned()
@@ -116,6 +148,26 @@ pub fn refusal(cmd: &clap::Command, bin: &str, args: &[OsString]) -> Option<Stri
     Some(format!(
         "{bin} {shown} is not available inside a workspace; run it on your own machine"
     ))
+}
+
+/// The refusal message for a workspace-only command run in local mode, if `args` is one.
+pub fn local_refusal(cmd: &clap::Command, bin: &str, args: &[OsString]) -> Option<String> {
+    let path = command_path(cmd, args);
+    let words: Vec<&str> = path.iter().map(String::as_str).collect();
+    if allowed_locally(&words) {
+        return None;
+    }
+    Some(format!(
+        "{bin} {} is only available inside a workspace",
+        words.first().copied().unwrap_or_default()
+    ))
+}
+
+/// Hides from help the commands that exist only inside a workspace.
+pub fn hide_for_local(cmd: clap::Command) -> clap::Command {
+    WORKSPACE_ONLY_COMMANDS
+        .iter()
+        .fold(cmd, |cmd, name| cmd.mut_subcommand(*name, |c| c.hide(true)))
 }
 
 /// Hides from help every command workspace mode does not offer. (Every subcommand is passed
@@ -128,18 +180,18 @@ pub fn hide_for_workspace(cmd: clap::Command) -> clap::Command {
     names.into_iter().fold(cmd, |cmd, name| {
         let top = name.clone();
         cmd.mut_subcommand(name, |c| {
-            if top == "workspace" {
-                let subs: Vec<String> = c
-                    .get_subcommands()
-                    .map(|s| s.get_name().to_owned())
-                    .collect();
-                subs.into_iter().fold(c, |c, sub| {
-                    let hide = !allowed_in_workspace(&["workspace", &sub]);
-                    c.mut_subcommand(sub, |s| s.hide(hide))
-                })
-            } else {
-                c.hide(!allowed_in_workspace(&[&top]))
+            let c = c.hide(!allowed_in_workspace(&[&top]));
+            if limited(&top).is_none() {
+                return c;
             }
+            let subs: Vec<String> = c
+                .get_subcommands()
+                .map(|s| s.get_name().to_owned())
+                .collect();
+            subs.into_iter().fold(c, |c, sub| {
+                let hide = !allowed_in_workspace(&[&top, &sub]);
+                c.mut_subcommand(sub, |s| s.hide(hide))
+            })
         })
     })
 }
@@ -223,6 +275,20 @@ mod tests {
         );
         assert!(r(&["login"]).is_some());
         assert!(r(&["api", "GET", "/x"]).is_some());
+        assert_eq!(r(&["credits"]), None);
+        assert_eq!(r(&["usage", "--subject", "s"]), None);
+        assert_eq!(r(&["proxy", "on"]), None);
+        assert_eq!(
+            r(&["credits", "ledger"]).as_deref(),
+            Some("rig credits ledger is not available inside a workspace; run it on your own machine")
+        );
+        let l = |a: &[&str]| local_refusal(&cmd, "rig", &args(a));
+        assert_eq!(
+            l(&["proxy", "on"]).as_deref(),
+            Some("rig proxy is only available inside a workspace")
+        );
+        assert_eq!(l(&["credits", "ledger"]), None);
+        assert_eq!(l(&["usage"]), None);
     }
 
     #[test]
@@ -235,7 +301,16 @@ mod tests {
             .collect();
         assert_eq!(
             visible,
-            ["whoami", "status", "workspace", "app", "completions"]
+            [
+                "whoami",
+                "status",
+                "credits",
+                "usage",
+                "workspace",
+                "app",
+                "proxy",
+                "completions"
+            ]
         );
         let ws = cmd.find_subcommand("workspace").expect("workspace");
         let visible: Vec<&str> = ws
@@ -244,6 +319,15 @@ mod tests {
             .map(|s| s.get_name())
             .collect();
         assert_eq!(visible, ["get"]);
+        let credits = cmd.find_subcommand("credits").expect("credits");
+        assert!(credits.get_subcommands().all(|s| s.is_hide_set()));
+        let local = hide_for_local(Cli::command());
+        let hidden: Vec<&str> = local
+            .get_subcommands()
+            .filter(|s| s.is_hide_set())
+            .map(|s| s.get_name())
+            .collect();
+        assert_eq!(hidden, ["proxy"]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! pasted/imported key), `logout`, `whoami`, `status`, `limits`, and the public `capacity` and
 //! `templates ls`.
 
+use super::credits::credits_cell as credits_fmt;
 use super::Ctx;
 use crate::client::urlencode;
 use crate::config::{self, SOURCE_DEVICE, SOURCE_TOKEN};
@@ -334,13 +335,6 @@ pub async fn templates(ctx: &Ctx) -> CliResult<Out> {
             ("DESCRIPTION", "description"),
         ],
     ))
-}
-
-/// Credits as a human number (micro ÷ 1,000,000).
-fn credits_fmt(micro: &Value) -> String {
-    micro
-        .as_i64()
-        .map_or_else(String::new, |m| format!("{:.2}", m as f64 / 1_000_000.0))
 }
 
 /// `status` (local mode): plan, workspaces by status, usage against each limit, and credits

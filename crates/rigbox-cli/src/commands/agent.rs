@@ -299,7 +299,7 @@ fn write_atomic(
 }
 
 /// `'…'` quoting for sh and systemd `EnvironmentFile=`.
-fn sh_quote(v: &str) -> String {
+pub(crate) fn sh_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', r"'\''"))
 }
 

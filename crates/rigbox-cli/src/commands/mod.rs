@@ -8,14 +8,18 @@
 //! - `keys`: `ssh-key …` and `api-key …`
 //! - `api`: the raw `api` command and `completions`
 //! - `inside`: the workspace-mode variants of whoami, status and `workspace get`
+//! - `credits`: `credits`, `credits ledger` and `usage`, in both modes
+//! - `proxy`: `proxy …`, the AI proxy's environment (workspace mode only)
 //! - `agent`: the guest agent (`rig agent`), run by `rigbox-agent.service` in every VM
 
 pub mod account;
 pub mod agent;
 pub mod api;
 pub mod apps;
+pub mod credits;
 pub mod inside;
 pub mod keys;
+pub mod proxy;
 pub mod workspace;
 
 use crate::client::Api;
