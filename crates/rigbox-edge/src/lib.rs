@@ -12,12 +12,13 @@
 //! one-time code, the edge's `/.rigbox/auth/callback` redeems it for a host-only
 //! `rigbox_app_session` cookie, `/.rigbox/auth/logout` ends it.
 //!
-//! Upstream connections are kept open between requests (`pool`).
-//!
-//! Not yet here: HTTP/2 extended CONNECT for WebSockets (HTTP/1.1 upgrades work).
+//! Upstream connections are kept open between requests (`pool`). WebSockets arrive as HTTP/1.1
+//! upgrades or HTTP/2 extended CONNECTs and reach the app as HTTP/1.1 upgrades. A client
+//! connection on which nothing moved for `idle_timeout` is closed (`idle`).
 
 mod auth;
 pub mod host;
+mod idle;
 mod pool;
 mod proxy;
 mod response;
@@ -131,6 +132,9 @@ pub struct EdgeConfig {
     pub pool_max_idle: usize,
     /// How long an unused upstream connection is kept.
     pub pool_idle_timeout: Duration,
+    /// A client connection (WebSockets included) on which no byte moved for this long is
+    /// closed.
+    pub idle_timeout: Duration,
 }
 
 impl EdgeConfig {
@@ -143,6 +147,7 @@ impl EdgeConfig {
             https_port: None,
             pool_max_idle: 32,
             pool_idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -168,11 +173,13 @@ pub struct Edge {
 
 /// How a connection reached the edge.
 #[derive(Debug, Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub client: SocketAddr,
     /// The TLS SNI name, when over TLS.
     pub sni: Option<String>,
     pub tls: bool,
+    /// When bytes last moved on the connection (its idle timeout).
+    pub activity: Arc<idle::Activity>,
 }
 
 impl Edge {
@@ -188,7 +195,11 @@ impl Edge {
     }
 
     /// Answers one request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<EdgeBody> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<Conn>,
+    ) -> Response<EdgeBody> {
         let host = match host::request_host(&req) {
             Ok(h) => h,
             Err(e) => return response::error(&req, 400, "invalid_host", &e.to_string()),
@@ -251,6 +262,8 @@ impl Edge {
                 _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
             };
             let _ = socket.set_nodelay(true);
+            let activity = idle::Activity::new(self.cfg.idle_timeout);
+            let socket = idle::Tracked::new(socket, activity.clone());
             let edge = self.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
@@ -260,6 +273,7 @@ impl Edge {
                             client,
                             sni: None,
                             tls: false,
+                            activity,
                         };
                         edge.serve_connection(TokioIo::new(socket), conn).await
                     }
@@ -282,6 +296,7 @@ impl Edge {
                             client,
                             sni,
                             tls: true,
+                            activity,
                         };
                         edge.serve_connection(TokioIo::new(stream), conn).await
                     }
@@ -294,6 +309,8 @@ impl Edge {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
+        let activity = conn.activity.clone();
+        let conn = Arc::new(conn);
         let svc = hyper::service::service_fn(move |req| {
             let edge = self.clone();
             let conn = conn.clone();
@@ -302,9 +319,18 @@ impl Edge {
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // Request heads past 64 KiB are refused (431) rather than buffered.
         builder.http1().max_buf_size(MAX_HEAD_BYTES);
-        builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);
-        if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
-            tracing::debug!(error = %e, "edge connection ended with an error");
+        builder
+            .http2()
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            // WebSockets over HTTP/2 (RFC 8441).
+            .enable_connect_protocol();
+        tokio::select! {
+            r = builder.serve_connection_with_upgrades(io, svc) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "edge connection ended with an error");
+                }
+            }
+            _ = activity.idle() => tracing::debug!("edge: idle connection closed"),
         }
     }
 }

@@ -280,6 +280,23 @@ fn strip_app_cookie(v: &HeaderValue) -> Option<HeaderValue> {
     }
 }
 
+/// An HTTP/2 extended CONNECT for a WebSocket (RFC 8441).
+fn is_h2_websocket(req: &Request<Incoming>) -> bool {
+    req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// A fresh `Sec-WebSocket-Key` (RFC 6455 §4.1: 16 random bytes, base64).
+fn websocket_key() -> HeaderValue {
+    use base64::Engine as _;
+    let nonce: [u8; 16] = rand::random();
+    HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(nonce))
+        .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
 async fn forward(
     edge: &Edge,
     route: &AppRoute,
@@ -297,7 +314,10 @@ async fn forward(
             "Nothing answered on the app's port in the workspace.",
         )
     };
-    let wants_upgrade = is_upgrade(req.headers()) && !route.h2c;
+    // WebSockets reach the app as an HTTP/1.1 upgrade, whether the client asked with one or
+    // (over HTTP/2) with an extended CONNECT.
+    let h2_websocket = !route.h2c && is_h2_websocket(&req);
+    let wants_upgrade = !route.h2c && (h2_websocket || is_upgrade(req.headers()));
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut headers = upstream_headers(req.headers(), host, conn, user);
     let path = req
@@ -305,12 +325,24 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
-    let method = req.method().clone();
+    let mut method = req.method().clone();
     let body = req.into_body();
-    // A request without a body can be sent again when a kept connection turns out closed.
-    let replayable =
-        body.is_end_stream() && matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let body: UpBody = http_body_util::Limited::new(body, edge.cfg.max_body_bytes as usize).boxed();
+    let (body, replayable): (UpBody, bool) = if h2_websocket {
+        method = Method::GET;
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+        (empty_body(), false)
+    } else {
+        // A request without a body can be sent again when a kept connection turns out closed.
+        let replayable =
+            body.is_end_stream() && matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let limit = edge.cfg.max_body_bytes as usize;
+        (
+            http_body_util::Limited::new(body, limit).boxed(),
+            replayable,
+        )
+    };
     let mut up = Request::new(body);
     *up.method_mut() = method;
     if route.h2c {
@@ -358,12 +390,29 @@ async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
+            let activity = conn.activity.clone();
             tokio::spawn(async move {
                 if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
                     let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                        _ = activity.idle() => tracing::debug!("edge: idle WebSocket closed"),
+                    }
                 }
             });
+            if h2_websocket {
+                // RFC 8441 §5: the HTTP/2 client gets a 200 and keeps the stream.
+                let mut ok = Response::new(response::full(bytes::Bytes::new()));
+                for name in [
+                    header::SEC_WEBSOCKET_PROTOCOL,
+                    header::SEC_WEBSOCKET_EXTENSIONS,
+                ] {
+                    if let Some(v) = resp.headers().get(&name) {
+                        ok.headers_mut().insert(name, v.clone());
+                    }
+                }
+                return ok;
+            }
         }
     }
     resp.map(|b| b.map_err(Into::into).boxed_unsync())

@@ -235,6 +235,13 @@ struct Env {
 
 impl Env {
     async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        Self::start_with(tls, |_| {}).await
+    }
+
+    async fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        tweak: impl FnOnce(&mut EdgeConfig),
+    ) -> Self {
         let backend = backend().await;
         let mut apps = HashMap::new();
         for (n, v) in [
@@ -291,6 +298,7 @@ impl Env {
         let mut cfg = EdgeConfig::new(BASE, "https://rigbox.localhost:8443");
         cfg.header_timeout = Duration::from_millis(500);
         cfg.max_body_bytes = 1 << 20;
+        tweak(&mut cfg);
         let edge = Edge::new(cfg, table.clone(), platform);
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
@@ -796,6 +804,85 @@ async fn a_kept_connection_the_app_closed_is_replaced_for_bodiless_requests() {
     // A request with a body cannot be sent twice: the client learns the app failed.
     let r = c.post(&url).body("x").send().await.expect("send");
     assert_eq!(r.status().as_u16(), 502);
+}
+
+#[tokio::test]
+async fn http2_websockets_use_extended_connect() {
+    let env = Env::start(None).await;
+    let s = TcpStream::connect(env.addr).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    // The SETTINGS frame that allows extended CONNECT arrives with the first exchange.
+    let warmup = Request::get(format!("http://pub.{BASE}/"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    tx.send_request(warmup).await.expect("warm-up");
+    let mut req = Request::connect(format!("http://pub.{BASE}/ws"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut resp = tx.send_request(req).await.expect("CONNECT");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.expect("tunnel"));
+    io.write_all(b"ping over http/2").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&buf[..n], b"ping over http/2");
+    // The access check applies as to any request.
+    let mut req = Request::connect(format!("http://mine.{BASE}/ws"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let resp = tx.send_request(req).await.expect("CONNECT");
+    assert_eq!(resp.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn idle_client_connections_and_websockets_are_closed() {
+    let env = Env::start_with(None, |c| c.idle_timeout = Duration::from_millis(400)).await;
+    // A connection that never sends anything.
+    let mut quiet = TcpStream::connect(env.addr).await.expect("connect");
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), quiet.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    // A WebSocket in use stays open past the timeout, then closes once quiet.
+    let mut s = TcpStream::connect(env.addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: pub.{BASE}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let n = s.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"tick").await.expect("still open");
+        let n = s.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"tick");
+    }
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
 }
 
 /// Raw HTTP/1.1 on a socket, for what a client library would not send.
