@@ -111,10 +111,12 @@ pub struct Credits {
 #[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Only entries of this kind: `monthly_reset`, `plan_change`, `charge` or `adjustment`.
+    #[param(pattern = "^(monthly_reset|plan_change|charge|adjustment)$")]
     pub kind: Option<String>,
     /// Only charges of this workspace (its ID; deleted workspaces included).
     pub workspace_id: Option<String>,
@@ -238,6 +240,7 @@ pub struct AiUsage {
 #[into_params(parameter_in = Query)]
 pub struct AiUsageQuery {
     /// Days back, today included: 1–90 (default 30).
+    #[param(minimum = 1, maximum = 90)]
     pub days: Option<i64>,
 }
 
