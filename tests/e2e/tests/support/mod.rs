@@ -30,7 +30,14 @@ pub struct Vms {
 
 impl Vms {
     pub async fn start() -> Self {
-        let daemon = Daemon::start_qemu("").await.expect("rigboxd up --vmm qemu");
+        Self::start_with("").await
+    }
+
+    /// Same, with extra TOML after the `[node]` keys (e.g. whole `[ai]` sections).
+    pub async fn start_with(toml: &str) -> Self {
+        let daemon = Daemon::start_qemu(toml)
+            .await
+            .expect("rigboxd up --vmm qemu");
         let token = daemon
             .create_user("vm@example.com", PASSWORD)
             .await
@@ -138,26 +145,37 @@ impl Vms {
         self.wait(id, "stopped").await
     }
 
+    /// OpenSSH from the node namespace to the VM at `ip` as `developer`, running `cmd`.
+    fn ssh_command(&self, ip: &str, cmd: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.netns(), "ssh"]).args([
+            "-i",
+            &self.key.display().to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=15",
+            "-o",
+            "LogLevel=ERROR",
+            &format!("developer@{ip}"),
+            cmd,
+        ]);
+        c
+    }
+
     /// Runs `cmd` in the VM at `ip` as `developer` over real OpenSSH from the node namespace.
     pub fn ssh(&self, ip: &str, cmd: &str) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", self.netns(), "ssh"])
-            .args([
-                "-i",
-                &self.key.display().to_string(),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=15",
-                "-o",
-                "LogLevel=ERROR",
-                &format!("developer@{ip}"),
-                cmd,
-            ])
+        self.ssh_command(ip, cmd).output().expect("run ssh")
+    }
+
+    /// Same with `stdin` from a file (e.g. a tarball to unpack).
+    pub fn ssh_stdin(&self, ip: &str, cmd: &str, stdin: &Path) -> Output {
+        self.ssh_command(ip, cmd)
+            .stdin(std::fs::File::open(stdin).expect("stdin file"))
             .output()
             .expect("run ssh")
     }
