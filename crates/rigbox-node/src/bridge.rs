@@ -125,12 +125,16 @@ async fn identify(
         })
     });
     let Some(caller) = caller else {
-        tracing::debug!(peer = %peer, path = req.uri().path(), "bridge request without a lease");
-        return error(
-            StatusCode::FORBIDDEN,
-            "unknown_workspace",
-            "This address holds no workspace lease on this node.",
-        );
+        let path = req.uri().path();
+        tracing::debug!(peer = %peer, path, "bridge request without a lease");
+        let message = "This address holds no workspace lease on this node.";
+        if path.starts_with("/v1/") || path.starts_with("/brave/") {
+            // The AI proxy's routes answer in the gateway envelope (bridge-and-ai.md §11).
+            let body = serde_json::json!({"error": {"code": "unknown_workspace", "message": message,
+                "type": "rigbox_gateway_error", "param": null}});
+            return (StatusCode::FORBIDDEN, Json(body)).into_response();
+        }
+        return error(StatusCode::FORBIDDEN, "unknown_workspace", message);
     };
     let headers = req.headers_mut();
     headers.remove(header::AUTHORIZATION);

@@ -187,11 +187,7 @@ async fn callers_are_known_by_their_address_only() {
 
     // Another address holds no lease: 403 whatever it sends, on every path.
     let stranger = client_from(Ipv4Addr::new(127, 0, 0, 2));
-    for path in [
-        "/rig/v1/echo",
-        "/rig/v1/agent/config",
-        "/v1/chat/completions",
-    ] {
+    for path in ["/rig/v1/echo", "/rig/v1/agent/config"] {
         let r = stranger
             .get(format!("{}{path}", b.url))
             .header("Authorization", "Bearer rb_a-valid-looking-key")
@@ -200,6 +196,17 @@ async fn callers_are_known_by_their_address_only() {
             .expect("get");
         assert_error(r, 403, "unknown_workspace").await;
     }
+    // The AI proxy's paths answer in the gateway envelope.
+    let r = stranger
+        .post(format!("{}/v1/chat/completions", b.url))
+        .header("Authorization", "Bearer rb_a-valid-looking-key")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 403);
+    let e = json_of(r).await;
+    assert_eq!(e["error"]["code"], "unknown_workspace", "{e}");
+    assert_eq!(e["error"]["type"], "rigbox_gateway_error", "{e}");
     let r = stranger
         .post(format!("{}/rig/v1/agent/report", b.url))
         .json(&json!({"revision": 7, "boot_id": "b", "ready": true}))

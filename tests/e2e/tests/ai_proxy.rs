@@ -428,6 +428,18 @@ async fn the_proxys_own_errors_and_relayed_upstream_errors_charge_nothing() {
         env.fake.requests()
     );
 
+    // An address without a lease is refused before anything else, in the gateway envelope.
+    let r = reqwest::Client::new()
+        .post(url("/v1/chat/completions"))
+        .json(&chat("openai/gpt-4o"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 403);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "unknown_workspace", "{v}");
+    assert_eq!(v["error"]["type"], "rigbox_gateway_error", "{v}");
+
     // An upstream refusal is relayed as it is, and the hold released.
     let r = env
         .post(
@@ -785,4 +797,57 @@ async fn a_proxy_killed_mid_stream_settles_the_hold_once_after_restart() {
     assert_eq!(l["items"].as_array().map(Vec::len), Some(1), "{l}");
     let (_, c) = user.get("/users/me/credits").await;
     assert_eq!(c["reserved_micro"], 0, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_reserve_the_same_funds_twice() {
+    let env = start().await;
+    // One request's hold: max_tokens 1000 at $10/M output plus its input estimate.
+    let mut body = chat("openai/gpt-4o");
+    body["max_tokens"] = json!(1000);
+    let bytes = serde_json::to_vec(&body).expect("json").len() as i64;
+    let estimate = (bytes + 2) / 3 * 250 + 1000 * 1000; // micro: 2.5 and 10 USD/Mtok × 10⁸
+                                                        // Leave funds for exactly five holds.
+    let (_, me) = env.user.get("/auth/me").await;
+    let balance = env.credits().await["balance_micro"]
+        .as_i64()
+        .expect("balance");
+    let keep = 5 * estimate + estimate / 2;
+    env.tp
+        .platform()
+        .app
+        .adjust_credits(
+            me["id"].as_str().expect("id"),
+            -((balance - keep) as f64) / 1e6,
+            "test: five holds".into(),
+        )
+        .await
+        .expect("adjusted");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let vm = env.vm.clone();
+        let url = format!("{}/v1/chat/completions", env.bridge);
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            // The upstream holds each answer long enough for all 20 to be in flight.
+            let r = vm
+                .post(url)
+                .header("x-fake-scenario", "headers_delay_ms=1500")
+                .json(&body)
+                .send()
+                .await
+                .expect("answer");
+            r.status().as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.expect("task"));
+    }
+    codes.sort_unstable();
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 5, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 402).count(), 15, "{codes:?}");
+    env.assert_books_balance().await;
+    let c = env.credits().await;
+    assert!(c["balance_micro"].as_i64().expect("balance") > 0, "{c}");
 }
