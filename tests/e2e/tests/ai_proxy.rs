@@ -851,3 +851,61 @@ async fn concurrent_requests_never_reserve_the_same_funds_twice() {
     let c = env.credits().await;
     assert!(c["balance_micro"].as_i64().expect("balance") > 0, "{c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brave_aliases_and_the_model_allow_list() {
+    let env = start_with(|ai| {
+        ai.model_aliases
+            .insert("fast".into(), "openai/gpt-4o-mini".into());
+        ai.models_allow = vec!["openai/gpt-4o-mini".into()];
+    })
+    .await;
+    // Brave: charged usd_per_request per 2xx answer, the query passed on.
+    let r = env
+        .vm
+        .get(format!(
+            "{}/brave/res/v1/web/search?q=micro+vms",
+            env.bridge
+        ))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-rigbox-cost-micro"], "500000");
+    assert_eq!(r.headers()["x-rigbox-cost-credits"], "0.500000");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["query"]["original"], "micro vms", "{v}");
+    let seen = env.fake.requests();
+    assert_eq!(seen[0].header("x-subscription-token"), Some("brave-fake"));
+
+    // An alias is resolved before pricing and forwarding.
+    let r = env.post("/v1/chat/completions", chat("fast"), &[]).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        env.fake.requests().last().map(|s| s.body["model"].clone()),
+        Some(json!("openai/gpt-4o-mini"))
+    );
+    // /v1/models lists only the allowed models, and costs nothing.
+    let r = env
+        .vm
+        .get(format!("{}/v1/models", env.bridge))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["openai/gpt-4o-mini"]);
+
+    let charges = env.charges().await;
+    assert_eq!(charges.len(), 2, "{charges:?}");
+    assert_eq!(charges[0]["endpoint"], "/brave");
+    assert_eq!(charges[0]["amount_micro"], -500_000);
+    assert_eq!(charges[1]["model"], "openai/gpt-4o-mini");
+    env.assert_books_balance().await;
+}
