@@ -54,9 +54,25 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// The rustls server configuration of the edge: HTTP/2 and HTTP/1.1 by ALPN.
+/// The rustls server configuration of the edge: HTTP/2 and HTTP/1.1 by ALPN; sessions resume
+/// with stateless tickets (TLS 1.3; a cache of session IDs for TLS 1.2); AES-128-GCM with
+/// SHA-256 is chosen whenever the client offers it (every TLS 1.3 client must), because SHA-384
+/// has no hardware path in *ring* and cost ~8% of a handshake where SHA-256 has one (SHA-NI).
 pub fn server_config(source: Arc<dyn CertSource>) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ];
+    let provider = Arc::new(provider);
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|_| {
@@ -66,6 +82,12 @@ pub fn server_config(source: Arc<dyn CertSource>) -> Arc<rustls::ServerConfig> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver(source)));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ignore_client_order = true;
+    match rustls::crypto::ring::Ticketer::new() {
+        Ok(t) => cfg.ticketer = t,
+        Err(e) => tracing::warn!(error = %e, "TLS session tickets off"),
+    }
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Arc::new(cfg)
 }
 

@@ -1034,3 +1034,54 @@ async fn tls_with_the_local_ca_http2_and_sni_checks() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn tls_sessions_resume_and_aes_128_is_preferred() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = rigbox_edge::tls::LocalCa::load_or_create(dir.path(), BASE).expect("local CA");
+    let acceptor = tokio_rustls::TlsAcceptor::from(rigbox_edge::tls::server_config(Arc::new(
+        rigbox_edge::tls::Single(ca.leaf.clone()),
+    )));
+    let env = Env::start(Some(acceptor)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&ca.ca_cert).expect("ca.pem"))
+        .expect("root");
+    // A client that prefers AES-256 (like OpenSSL) and keeps its sessions.
+    let provider = rustls::crypto::ring::default_provider();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(env.addr).await.expect("connect");
+        let name = ServerName::try_from(format!("pub.{BASE}")).expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        // One request, so the session tickets sent after the handshake are read.
+        tls.write_all(
+            format!("GET / HTTP/1.1\r\nHost: pub.{BASE}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out).await;
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+        let (_, conn) = tls.get_ref();
+        assert_eq!(
+            conn.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+        kinds.push(conn.handshake_kind());
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}
