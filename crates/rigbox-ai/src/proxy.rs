@@ -840,7 +840,8 @@ impl Job {
         if !settled {
             // Ended without its end marker: broken, stalled, or the client left and the drain
             // ran out. OpenAI-style usage is final once seen; Anthropic's is not.
-            let complete = meter.usage.is_some() && self.flavor != Flavor::Messages;
+            let complete =
+                meter.usage.is_some() && (meter.finished || self.flavor != Flavor::Messages);
             p.settle(self.charge(meter.usage, complete, meter.output_chars))
                 .await;
         }

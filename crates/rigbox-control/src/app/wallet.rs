@@ -13,7 +13,9 @@ use crate::store::{HoldRow, LedgerRow, StoreError};
 use rigbox_types::wallet::{Account, Admission, Charge, Hold, SubjectUse, Wallet, WalletError};
 use rigbox_types::WorkspaceId;
 use sqlx::Connection;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most operations applied in one transaction.
@@ -25,11 +27,16 @@ enum Op {
     Release(String, oneshot::Sender<Result<bool, WalletError>>),
 }
 
+/// How long a workspace → owner answer is reused (the owner of a workspace never changes; its
+/// name may, and the ledger records the name at most this stale).
+const ACCOUNT_TTL: Duration = Duration::from_secs(2);
+
 /// The wallet as the AI proxy sees it (implements [`Wallet`]).
 #[derive(Clone)]
 pub struct WalletHandle {
     app: Arc<App>,
     ops: mpsc::Sender<Op>,
+    accounts: Arc<Mutex<HashMap<WorkspaceId, (Instant, Account)>>>,
 }
 
 impl std::fmt::Debug for WalletHandle {
@@ -50,6 +57,7 @@ impl App {
         WalletHandle {
             app: self.clone(),
             ops: tx,
+            accounts: Arc::default(),
         }
     }
 
@@ -240,18 +248,41 @@ impl WalletHandle {
 #[async_trait::async_trait]
 impl Wallet for WalletHandle {
     async fn account(&self, workspace: &WorkspaceId) -> Result<Option<Account>, WalletError> {
+        if let Some((at, a)) = self
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(workspace)
+        {
+            if at.elapsed() < ACCOUNT_TTL {
+                return Ok(Some(a.clone()));
+            }
+        }
         let row = self
             .app
             .store
             .workspace_by_id(self.app.store.pool(), workspace.as_str())
             .await
             .map_err(store_err)?;
-        Ok(row.map(|w| Account {
+        let account = row.map(|w| Account {
             user_id: w.user_id,
             workspace_name: w.name,
             // BYOK mode is not offered yet: every workspace is managed.
             managed: true,
-        }))
+        });
+        let mut cache = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        match &account {
+            Some(a) => {
+                if cache.len() > 10_000 {
+                    cache.retain(|_, (at, _)| at.elapsed() < ACCOUNT_TTL);
+                }
+                cache.insert(workspace.clone(), (Instant::now(), a.clone()));
+            }
+            None => {
+                cache.remove(workspace);
+            }
+        }
+        Ok(account)
     }
 
     async fn reserve(&self, hold: Hold) -> Result<Admission, WalletError> {
