@@ -265,6 +265,13 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+    // Without TCP_NODELAY a write after a response head waits for the client's delayed ACK
+    // (~40 ms): streamed AI tokens would be held back.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a bridge connection");
+        }
+    });
     if let Err(e) = axum::serve(listener, svc)
         .with_graceful_shutdown(shutdown)
         .await

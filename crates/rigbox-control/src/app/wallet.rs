@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 256;
+/// Operations between passive WAL checkpoints (a request writes ~15 WAL pages).
+const CHECKPOINT_EVERY: usize = 200;
 
 enum Op {
     Reserve(Hold, oneshot::Sender<Result<Admission, WalletError>>),
@@ -62,19 +64,53 @@ impl App {
     }
 
     async fn wallet_writer(self: Arc<Self>, mut rx: mpsc::Receiver<Op>) {
+        let mut own = match self.store.dedicated_writer().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "wallet: no dedicated connection, sharing the pool");
+                None
+            }
+        };
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut since_checkpoint = 0usize;
+        let checkpointing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            self.apply_batch(std::mem::take(&mut batch)).await;
+            since_checkpoint += batch.len();
+            self.apply_batch(own.as_mut(), std::mem::take(&mut batch))
+                .await;
+            // The writer never checkpoints in its commits: a passive checkpoint runs beside it
+            // every few hundred operations, one at a time.
+            if own.is_some()
+                && since_checkpoint >= CHECKPOINT_EVERY
+                && !checkpointing.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                since_checkpoint = 0;
+                let app = self.clone();
+                let flag = checkpointing.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = app.store.checkpoint().await {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                    flag.store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
         }
     }
 
-    /// Applies a batch in one transaction and answers after the commit. On a failure every
-    /// caller of the batch gets an error (its answer channel is dropped) and nothing of the
-    /// batch is kept.
-    async fn apply_batch(&self, batch: Vec<Op>) {
+    /// Applies a batch in one transaction (on `own`, else a pooled connection) and answers after
+    /// the commit. On a failure every caller of the batch gets an error (its answer channel is
+    /// dropped) and nothing of the batch is kept.
+    async fn apply_batch(&self, own: Option<&mut sqlx::SqliteConnection>, batch: Vec<Op>) {
         let n = batch.len();
         let outcome: Result<Vec<Reply>, StoreError> = async {
-            let mut conn = self.store.pool().acquire().await?;
+            let mut pooled;
+            let conn: &mut sqlx::SqliteConnection = match own {
+                Some(c) => c,
+                None => {
+                    pooled = self.store.pool().acquire().await?;
+                    &mut pooled
+                }
+            };
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             let now = self.now();
             let mut replies = Vec::with_capacity(n);

@@ -51,6 +51,8 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: sqlx::Pool<Db>,
+    /// How to open another connection to the same file (None for an in-memory database).
+    file: Option<SqliteConnectOptions>,
 }
 
 impl Store {
@@ -69,7 +71,10 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            file: Some(opts_for_writer(path)?),
+        })
     }
 
     /// An in-memory database (tests).
@@ -80,7 +85,28 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, file: None })
+    }
+
+    /// A connection of its own for a single hot writer (the wallet): its page cache stays warm
+    /// (no other connection's writes to invalidate it between its transactions) and it never
+    /// checkpoints inside a commit (`wal_autocheckpoint = 0`; see [`Store::checkpoint`]).
+    /// None for an in-memory database, whose one connection is the pool's.
+    pub async fn dedicated_writer(&self) -> Result<Option<sqlx::SqliteConnection>, StoreError> {
+        use sqlx::ConnectOptions;
+        match &self.file {
+            Some(opts) => Ok(Some(opts.connect().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A passive WAL checkpoint: copies what it can into the database without blocking
+    /// writers, off their commit path.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub(crate) fn pool(&self) -> &sqlx::Pool<Db> {
@@ -96,6 +122,16 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+fn opts_for_writer(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("wal_autocheckpoint", "0"))
 }
 
 /// Opaque keyset cursor over `(created_at, id)`.
