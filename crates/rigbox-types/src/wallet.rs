@@ -6,8 +6,8 @@
 //! and `release` move it out of `open` at most once (a second call is a no-op answering
 //! `false`), and a settle writes its ledger charge in the same transaction.
 
-use async_trait::async_trait;
 use crate::WorkspaceId;
+use async_trait::async_trait;
 
 /// Who pays for a workspace's requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
