@@ -146,8 +146,15 @@ EOF
     ip netns exec "$ns" "$venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 \
     --port "$litellm_port" --num_workers "$workers" --telemetry False > "$work/litellm.log" 2>&1) &
 pids+=($!)
-for _ in $(seq 1 600); do nsx curl -sf "http://127.0.0.1:$litellm_port/health/liveliness" >/dev/null 2>&1 && break; sleep 0.2; done
-nsx curl -sf "http://127.0.0.1:$litellm_port/health/liveliness" >/dev/null || { tail -30 "$work/litellm.log" >&2; exit 1; }
+# Every worker up: uvicorn's supervisor restarts a worker whose start outlasts its health check
+# (LiteLLM's imports take seconds on a loaded machine), so wait for all of them (5 minutes).
+litellm_up() {
+    [ "$(grep -c 'Application startup complete' "$work/litellm.log")" -ge "$workers" ] &&
+        nsx curl -sf "http://127.0.0.1:$litellm_port/health/liveliness" >/dev/null 2>&1
+}
+for _ in $(seq 1 1500); do litellm_up && break; sleep 0.2; done
+litellm_up || { grep -v '^ ' "$work/litellm.log" | tail -30 >&2; echo "LiteLLM did not start" >&2; exit 1; }
+litellm_restarts="$(grep -c 'died' "$work/litellm.log" || true)"
 
 body='{"model":"'"$model"'","messages":[{"role":"user","content":"Say hello to everyone reading the proxy benchmark"}],"max_tokens":64}'
 # The proxy without its wallet, for where the time goes: Anthropic's count_tokens is relayed
@@ -217,6 +224,7 @@ if [ "$profile" = 1 ]; then
     report --no-children --sort dso,symbol | head -20 | cut -c1-140 || true
 fi
 echo "load after: $(uptime)"
+echo "LiteLLM worker restarts: $litellm_restarts while starting, $(( $(grep -c 'died' "$work/litellm.log" || true) - litellm_restarts )) during the measurements"
 
 # Every request through ours was settled exactly once: no open hold, one charge per hold.
 ours_requests="$(jq -s '[.[] | select(.side == "ours" and .kind != "smoke") | .ok + .errors + (.warmup_errors // 0)] | add' "$work/results.jsonl")"
