@@ -29,8 +29,9 @@ impl FakeUpstream {
             .spawn()
             .expect("rigbox-fake-ai");
         let out = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
         let mut openrouter_url = String::new();
-        for line in BufReader::new(out).lines() {
+        for line in lines.by_ref() {
             let line = line.expect("line");
             if let Some(u) = line.strip_prefix("FAKE_AI_OPENROUTER_URL=") {
                 openrouter_url = u.to_owned();
@@ -38,6 +39,8 @@ impl FakeUpstream {
             }
         }
         assert!(!openrouter_url.is_empty(), "the fake printed its URL");
+        // Keep reading: a closed pipe would kill the fake at its next line.
+        std::thread::spawn(move || lines.for_each(drop));
         FakeUpstream {
             child,
             openrouter_url,
