@@ -158,7 +158,7 @@ impl Vms {
             "-o",
             "BatchMode=yes",
             "-o",
-            "ConnectTimeout=15",
+            "ConnectTimeout=30",
             "-o",
             "LogLevel=ERROR",
             &format!("developer@{ip}"),
