@@ -431,13 +431,19 @@ impl AiProxy {
         }
     }
 
-    /// Settles a hold once; logs a failure (the hold stays open for the reconciler).
-    pub(crate) async fn settle(&self, charge: Charge) {
+    /// Queues the settlement of a hold (a read of the wallet that follows sees it, see
+    /// [`rigbox_types::wallet::Wallet::settle`]); the returned future waits for the commit and
+    /// logs a failure (the hold then stays open for the reconciler). Callers answer their
+    /// client before awaiting it: the commit is off the response's path.
+    pub(crate) fn settle(&self, charge: Charge) -> impl std::future::Future<Output = ()> + Send {
         let id = charge.request_id.clone();
-        match self.wallet.settle(charge).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(request_id = %id, "hold was already closed"),
-            Err(e) => tracing::error!(request_id = %id, error = %e, "cannot settle a hold"),
+        let pending = self.wallet.settle(charge);
+        async move {
+            match pending.await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(request_id = %id, "hold was already closed"),
+                Err(e) => tracing::error!(request_id = %id, error = %e, "cannot settle a hold"),
+            }
         }
     }
 
@@ -772,11 +778,12 @@ impl Job {
         let (body, usage, chars, _) = meter_body(self.flavor, bytes, &pricer);
         let charge = self.charge(usage, true, chars);
         let micro = charge.cost_micro;
-        p.settle(charge).await;
+        let settled = p.settle(charge);
         let r = cost_headers(relay_head(status, &upstream_head, &self.request_id), micro)
             .body(Body::from(body))
             .map_err(|_| GatewayError::internal());
         let _ = head.send(r);
+        settled.await;
     }
 
     async fn relay_stream(self, mut resp: reqwest::Response, head: oneshot::Sender<Head>) {
@@ -796,7 +803,9 @@ impl Job {
         let idle = Duration::from_secs(p.cfg.upstream_timeout_seconds);
         let drain = Duration::from_secs(p.cfg.drain_timeout_seconds);
         let mut drain_until: Option<Instant> = (!client).then(|| Instant::now() + drain);
-        let mut settled = false;
+        // The settlement, queued as soon as the stream's usage is final (before the end
+        // marker goes out: a client that saw the end sees its charge), awaited at the end.
+        let mut settled = None;
         loop {
             let wait = match drain_until {
                 Some(t) => t.saturating_duration_since(Instant::now()),
@@ -815,12 +824,8 @@ impl Job {
                 }
             };
             let out = meter.push(chunk, &pricer);
-            if meter.finished && !settled {
-                // Charged before the end marker goes out: a client that saw the end sees
-                // its ledger entry.
-                settled = true;
-                p.settle(self.charge(meter.usage, true, meter.output_chars))
-                    .await;
+            if meter.finished && settled.is_none() {
+                settled = Some(p.settle(self.charge(meter.usage, true, meter.output_chars)));
             }
             if client {
                 for b in out {
@@ -837,13 +842,16 @@ impl Job {
                 let _ = tx.send(rest).await;
             }
         }
-        if !settled {
-            // Ended without its end marker: broken, stalled, or the client left and the drain
-            // ran out. OpenAI-style usage is final once seen; Anthropic's is not.
-            let complete =
-                meter.usage.is_some() && (meter.finished || self.flavor != Flavor::Messages);
-            p.settle(self.charge(meter.usage, complete, meter.output_chars))
-                .await;
+        match settled {
+            Some(settled) => settled.await,
+            None => {
+                // Ended without its end marker: broken, stalled, or the client left and the
+                // drain ran out. OpenAI-style usage is final once seen; Anthropic's is not.
+                let complete =
+                    meter.usage.is_some() && (meter.finished || self.flavor != Flavor::Messages);
+                p.settle(self.charge(meter.usage, complete, meter.output_chars))
+                    .await;
+            }
         }
     }
 }

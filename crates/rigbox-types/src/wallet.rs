@@ -8,6 +8,11 @@
 
 use crate::WorkspaceId;
 use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The outcome of a queued settlement (see [`Wallet::settle`]).
+pub type Settlement = Pin<Box<dyn Future<Output = Result<bool, WalletError>> + Send>>;
 
 /// Who pays for a workspace's requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +76,7 @@ pub struct SubjectUse {
     pub requests: u64,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("wallet: {0}")]
 pub struct WalletError(pub String);
 
@@ -82,9 +87,12 @@ pub trait Wallet: Send + Sync + 'static {
     /// Creates the hold if the owner's available funds cover it (an amount of 0 is always
     /// admitted), atomically with respect to every other hold.
     async fn reserve(&self, hold: Hold) -> Result<Admission, WalletError>;
-    /// Settles an open hold at `charge.cost_micro` and writes its ledger entry; `false` when
-    /// the hold was already settled or released.
-    async fn settle(&self, charge: Charge) -> Result<bool, WalletError>;
+    /// Settles an open hold at `charge.cost_micro` and writes its ledger entry. The settlement
+    /// is queued before this returns, so the caller can answer its client without waiting for
+    /// the commit while every wallet read ordered after the call still sees the charge; the
+    /// returned future gives the outcome: `false` when the hold was already settled or
+    /// released.
+    fn settle(&self, charge: Charge) -> Settlement;
     /// Releases an open hold without a charge; `false` when it was not open.
     async fn release(&self, request_id: &str) -> Result<bool, WalletError>;
     /// Settles at their reserved amount (`estimated`) the open holds of `node_id` admitted by

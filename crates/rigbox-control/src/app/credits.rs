@@ -257,6 +257,15 @@ pub struct SubjectUsage {
 }
 
 impl App {
+    /// Before a read of balances or charges: every charge settled so far is committed (see
+    /// [`App::wallet_synced`]).
+    async fn charges_committed(&self) -> ApiResult<()> {
+        self.wallet_synced().await.map_err(|e| {
+            tracing::error!(error = %e, "wallet sync before a read failed");
+            ApiError::internal()
+        })
+    }
+
     async fn append_ledger(
         &self,
         tx: &mut Tx<'_>,
@@ -267,25 +276,18 @@ impl App {
         now: i64,
     ) -> ApiResult<()> {
         let last = self.store.last_ledger_entry(&mut **tx, user_id).await?;
-        let old = last.as_ref().map(|l| l.balance_after_micro).unwrap_or(0);
+        let old = last.as_ref().map_or(0, |l| l.balance_after_micro);
         let new = balance_of(old);
-        self.store
-            .insert_ledger(
-                &mut **tx,
-                &LedgerRow {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    user_id: user_id.to_owned(),
-                    seq: last.map(|l| l.seq + 1).unwrap_or(1),
-                    kind: kind.to_owned(),
-                    amount_micro: new - old,
-                    balance_after_micro: new,
-                    period_start: period_of(now).0,
-                    note,
-                    created_at: now,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let seq = last.map_or(1, |l| l.seq + 1);
+        let entry = LedgerRow {
+            note,
+            ..LedgerRow::entry(user_id, seq, kind, new - old, new, now)
+        };
+        self.store.insert_ledger(&mut **tx, &entry).await?;
+        // The write lock is held until this transaction ends: the wallet writer, which caches
+        // balances, reads the version only once it holds that lock.
+        self.ledger_version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 
@@ -375,6 +377,7 @@ impl App {
     /// The wallet of `user` as `GET /users/me/credits` shows it: `remaining` is the available
     /// amount, balance minus the open holds.
     async fn credits_of(&self, user: &UserRow) -> ApiResult<Credits> {
+        self.charges_committed().await?;
         let (limits, _) = self.limits_of(user);
         let pool = self.store.pool();
         let last = self.store.last_ledger_entry(pool, &user.id).await?;
@@ -431,6 +434,7 @@ impl App {
             }
         }
         let workspace = q.workspace_id.as_deref().filter(|w| !w.is_empty());
+        self.charges_committed().await?;
         let mut rows = self
             .store
             .ledger_page(&p.user.id, kind, workspace, before, limit)
@@ -458,6 +462,7 @@ impl App {
         let first = today - days + 1;
         let since = first * DAY_US;
         let uid = &p.user.id;
+        self.charges_committed().await?;
 
         let mut by_day: BTreeMap<i64, ChargeTotals> = (first..=today)
             .map(|d| (d, ChargeTotals::default()))
@@ -544,6 +549,7 @@ impl App {
         };
         let (p, _) = self.bridge_principal(caller).await?;
         let since = self.now() - window_seconds * 1_000_000;
+        self.charges_committed().await?;
         let t = self
             .store
             .subject_charges(&p.user.id, subject, since)

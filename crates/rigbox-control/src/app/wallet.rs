@@ -3,41 +3,112 @@
 //!
 //! One writer task applies every hold operation, in batches: it takes what is queued, runs it
 //! all in one `BEGIN IMMEDIATE` transaction and answers each caller after the commit (group
-//! commit). Admission reads `balance − open holds` inside that transaction, so concurrent
-//! requests can never reserve the same funds twice, and a hold moves out of `open` through a
-//! conditional update, so it is settled or released exactly once whoever tries.
+//! commit). A hold moves out of `open` through a conditional update, so it is settled or
+//! released exactly once whoever tries.
+//!
+//! The writer keeps each user's books (balance, last ledger `seq`, sum of open holds) and the
+//! open holds it knows in memory, so admission is decided without a query and a request costs
+//! one statement at reserve and two at settle. The books are a cache of committed state: they
+//! are dropped when a transaction fails, and when another ledger writer (monthly reset, plan
+//! change, adjustment: `credits.rs`) has committed, which it signals by bumping
+//! [`App::ledger_version`] while it holds the database's write lock; the writer reads that
+//! version after its own `BEGIN IMMEDIATE` has taken the lock, so it never builds on a stale
+//! balance. This assumes one wallet writer per database (one control plane, as in the
+//! one-machine mode).
 
 use super::credits::period_of;
 use super::App;
 use crate::store::{HoldRow, LedgerRow, StoreError};
-use rigbox_types::wallet::{Account, Admission, Charge, Hold, SubjectUse, Wallet, WalletError};
+use rigbox_types::wallet::{
+    Account, Admission, Charge, Hold, Settlement, SubjectUse, Wallet, WalletError,
+};
 use rigbox_types::WorkspaceId;
-use sqlx::Connection;
+use sqlx::{Connection, SqliteConnection};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 256;
-/// Operations between passive WAL checkpoints (a request writes ~15 WAL pages).
+/// Operations between passive WAL checkpoints (a request writes ~12 WAL pages).
 const CHECKPOINT_EVERY: usize = 200;
-
-enum Op {
-    Reserve(Hold, oneshot::Sender<Result<Admission, WalletError>>),
-    Settle(Charge, oneshot::Sender<Result<bool, WalletError>>),
-    Release(String, oneshot::Sender<Result<bool, WalletError>>),
-}
-
+/// Open holds remembered at most (more are read back from the store when they close).
+const MAX_KNOWN_HOLDS: usize = 100_000;
 /// How long a workspace → owner answer is reused (the owner of a workspace never changes; its
 /// name may, and the ledger records the name at most this stale).
 const ACCOUNT_TTL: Duration = Duration::from_secs(2);
+
+/// The writer's queue (unbounded: every caller waits for its answer, so it holds at most one
+/// operation per request in flight).
+pub(crate) type Queue = mpsc::UnboundedSender<Op>;
+
+/// One queued operation and where its answer goes.
+pub(crate) struct Op {
+    job: Job,
+    answer: Answer,
+}
+
+enum Job {
+    Reserve(Hold),
+    Settle(Charge),
+    Release(String),
+    /// Nothing to write: answered once everything queued before it is committed.
+    Sync,
+}
+
+enum Answer {
+    Admission(oneshot::Sender<Result<Admission, WalletError>>),
+    Closed(oneshot::Sender<Result<bool, WalletError>>),
+    Synced(oneshot::Sender<Result<(), WalletError>>),
+}
+
+enum Outcome {
+    Admission(Admission),
+    Closed(bool),
+    Synced,
+}
+
+impl Answer {
+    fn send(self, outcome: Outcome) {
+        // A caller that went away does not need its answer.
+        match (self, outcome) {
+            (Answer::Admission(tx), Outcome::Admission(a)) => drop(tx.send(Ok(a))),
+            (Answer::Closed(tx), Outcome::Closed(b)) => drop(tx.send(Ok(b))),
+            (Answer::Synced(tx), Outcome::Synced) => drop(tx.send(Ok(()))),
+            _ => unreachable!("every job has its own kind of answer"),
+        }
+    }
+}
+
+/// A user's committed money, as the writer tracks it.
+#[derive(Debug, Clone, Copy)]
+struct Books {
+    balance: i64,
+    /// The `seq` of the user's newest ledger entry (0: none yet).
+    seq: i64,
+    /// Sum of the user's open holds.
+    reserved: i64,
+}
+
+/// The writer task's state; everything but `app` and `conn` is a cache of the store.
+struct Writer {
+    app: Arc<App>,
+    /// Its own connection (a file database), else it borrows the pool's.
+    conn: Option<SqliteConnection>,
+    books: HashMap<String, Books>,
+    /// The [`App::ledger_version`] `books` were read at.
+    books_version: u64,
+    /// Open holds by request ID, as written at reserve.
+    known: HashMap<String, HoldRow>,
+}
 
 /// The wallet as the AI proxy sees it (implements [`Wallet`]).
 #[derive(Clone)]
 pub struct WalletHandle {
     app: Arc<App>,
-    ops: mpsc::Sender<Op>,
+    ops: Queue,
     accounts: Arc<Mutex<HashMap<WorkspaceId, (Instant, Account)>>>,
 }
 
@@ -51,11 +122,22 @@ fn store_err(e: StoreError) -> WalletError {
     WalletError(format!("{e}: {:?}", std::error::Error::source(&e)))
 }
 
+fn failed() -> WalletError {
+    WalletError("the wallet transaction failed (see the rigboxd log)".into())
+}
+
+fn stopped() -> WalletError {
+    WalletError("the wallet writer has stopped".into())
+}
+
 impl App {
-    /// Starts the wallet's writer task; it ends when every handle is dropped.
+    /// Starts the wallet's writer task; it ends when every handle (and the App) is dropped.
     pub fn start_wallet(self: &Arc<Self>) -> WalletHandle {
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(self.clone().wallet_writer(rx));
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.wallet_queue.set(tx.clone()).is_err() {
+            tracing::warn!("a second wallet writer was started");
+        }
+        tokio::spawn(Writer::run(self.clone(), rx));
         WalletHandle {
             app: self.clone(),
             ops: tx,
@@ -63,222 +145,327 @@ impl App {
         }
     }
 
-    async fn wallet_writer(self: Arc<Self>, mut rx: mpsc::Receiver<Op>) {
-        let mut own = match self.store.dedicated_writer().await {
+    /// Waits until every wallet operation queued so far is committed, so that a read that
+    /// follows sees every charge settled before it was called (a proxied answer can reach its
+    /// client before its charge is committed). A no-op without a wallet.
+    pub async fn wallet_synced(&self) -> Result<(), WalletError> {
+        let Some(queue) = self.wallet_queue.get() else {
+            return Ok(());
+        };
+        let (tx, rx) = oneshot::channel();
+        queue
+            .send(Op {
+                job: Job::Sync,
+                answer: Answer::Synced(tx),
+            })
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| failed())?
+    }
+}
+
+impl Writer {
+    async fn run(app: Arc<App>, mut rx: mpsc::UnboundedReceiver<Op>) {
+        let conn = match app.store.dedicated_writer().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "wallet: no dedicated connection, sharing the pool");
                 None
             }
         };
+        let mut w = Writer {
+            app,
+            conn,
+            books: HashMap::new(),
+            books_version: u64::MAX,
+            known: HashMap::new(),
+        };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut since_checkpoint = 0usize;
-        let checkpointing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checkpointing = Arc::new(AtomicBool::new(false));
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             since_checkpoint += batch.len();
-            self.apply_batch(own.as_mut(), std::mem::take(&mut batch))
-                .await;
+            w.apply_batch(std::mem::take(&mut batch)).await;
             // The writer never checkpoints in its commits: a passive checkpoint runs beside it
             // every few hundred operations, one at a time.
-            if own.is_some()
+            if w.conn.is_some()
                 && since_checkpoint >= CHECKPOINT_EVERY
-                && !checkpointing.swap(true, std::sync::atomic::Ordering::AcqRel)
+                && !checkpointing.swap(true, Ordering::AcqRel)
             {
                 since_checkpoint = 0;
-                let app = self.clone();
+                let app = w.app.clone();
                 let flag = checkpointing.clone();
                 tokio::spawn(async move {
                     if let Err(e) = app.store.checkpoint().await {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
-                    flag.store(false, std::sync::atomic::Ordering::Release);
+                    flag.store(false, Ordering::Release);
                 });
             }
         }
     }
 
-    /// Applies a batch in one transaction (on `own`, else a pooled connection) and answers after
-    /// the commit. On a failure every caller of the batch gets an error (its answer channel is
-    /// dropped) and nothing of the batch is kept.
-    async fn apply_batch(&self, own: Option<&mut sqlx::SqliteConnection>, batch: Vec<Op>) {
-        let n = batch.len();
-        let outcome: Result<Vec<Reply>, StoreError> = async {
-            let mut pooled;
-            let conn: &mut sqlx::SqliteConnection = match own {
-                Some(c) => c,
-                None => {
-                    pooled = self.store.pool().acquire().await?;
-                    &mut pooled
+    /// Applies a batch in one transaction and answers after the commit. When it fails, each
+    /// operation is tried again in a transaction of its own, so one bad operation (a hold for a
+    /// user deleted meanwhile) fails alone; its caller gets an error.
+    async fn apply_batch(&mut self, batch: Vec<Op>) {
+        let (jobs, answers): (Vec<Job>, Vec<Answer>) =
+            batch.into_iter().map(|op| (op.job, op.answer)).unzip();
+        match self.apply(&jobs).await {
+            Ok(outcomes) => answers
+                .into_iter()
+                .zip(outcomes)
+                .for_each(|(a, o)| a.send(o)),
+            Err(e) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops = jobs.len(), "wallet transaction failed");
+                if jobs.len() > 1 {
+                    for (job, answer) in jobs.into_iter().zip(answers) {
+                        match self.apply(std::slice::from_ref(&job)).await {
+                            Ok(mut o) => answer.send(o.remove(0)),
+                            Err(e) => {
+                                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "wallet operation failed")
+                            }
+                        }
+                    }
                 }
-            };
+            }
+        }
+    }
+
+    /// One transaction; on failure the caches are dropped with it.
+    async fn apply(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+        let Writer {
+            app,
+            conn: own,
+            books,
+            books_version,
+            known,
+        } = self;
+        let mut pooled;
+        let conn: &mut SqliteConnection = match own.as_mut() {
+            Some(c) => c,
+            None => {
+                pooled = app.store.pool().acquire().await?;
+                &mut pooled
+            }
+        };
+        let result = async {
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let now = self.now();
-            let mut replies = Vec::with_capacity(n);
-            for op in batch {
-                replies.push(match op {
-                    Op::Reserve(h, reply) => {
-                        Reply::Reserve(reply, self.reserve_in(&mut tx, &h, now).await?)
+            // Read under the write lock: a ledger writer that bumped it has committed.
+            let version = app.ledger_version.load(Ordering::Acquire);
+            if version != *books_version {
+                books.clear();
+                *books_version = version;
+            }
+            let now = app.now();
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                outcomes.push(match job {
+                    Job::Reserve(h) => {
+                        Outcome::Admission(reserve(app, &mut tx, books, known, h, now).await?)
                     }
-                    Op::Settle(c, reply) => {
-                        Reply::Closed(reply, self.settle_in(&mut tx, &c, now).await?)
+                    Job::Settle(c) => {
+                        Outcome::Closed(settle(app, &mut tx, books, known, c, now).await?)
                     }
-                    Op::Release(id, reply) => Reply::Closed(
-                        reply,
-                        self.store
-                            .close_hold(&mut *tx, &id, "released", now)
-                            .await?
-                            .is_some(),
-                    ),
+                    Job::Release(id) => {
+                        Outcome::Closed(release(app, &mut tx, books, known, id, now).await?)
+                    }
+                    Job::Sync => Outcome::Synced,
                 });
             }
             tx.commit().await?;
-            Ok(replies)
+            Ok(outcomes)
         }
         .await;
-        match outcome {
-            Ok(replies) => {
-                for r in replies {
-                    match r {
-                        Reply::Reserve(tx, a) => {
-                            let _ = tx.send(Ok(a));
-                        }
-                        Reply::Closed(tx, b) => {
-                            let _ = tx.send(Ok(b));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops = n, "wallet transaction failed")
-            }
+        if result.is_err() {
+            books.clear();
+            known.clear();
         }
-    }
-
-    async fn balance_in(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        user: &str,
-    ) -> Result<(i64, i64), StoreError> {
-        let last = self.store.last_ledger_entry(&mut *conn, user).await?;
-        let balance = last.map_or(0, |l| l.balance_after_micro);
-        let reserved = self.store.sum_open_holds_micro(&mut *conn, user).await?;
-        Ok((balance, reserved))
-    }
-
-    async fn reserve_in(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        h: &Hold,
-        now: i64,
-    ) -> Result<Admission, StoreError> {
-        if h.amount_micro > 0 {
-            let (balance, reserved) = self.balance_in(conn, &h.user_id).await?;
-            let available = balance - reserved;
-            if available <= 0 {
-                return Ok(Admission::Exhausted {
-                    available_micro: available,
-                });
-            }
-            if available < h.amount_micro {
-                return Ok(Admission::Insufficient {
-                    available_micro: available,
-                    estimate_micro: h.amount_micro,
-                });
-            }
-        }
-        self.store
-            .insert_hold(
-                &mut *conn,
-                &HoldRow {
-                    id: h.request_id.clone(),
-                    user_id: h.user_id.clone(),
-                    workspace_id: h.workspace_id.clone(),
-                    workspace_name: h.workspace_name.clone(),
-                    node_id: h.node_id.clone(),
-                    incarnation: h.incarnation.clone(),
-                    endpoint: h.endpoint.clone(),
-                    model: h.model.clone(),
-                    subject: h.subject.clone(),
-                    amount_micro: h.amount_micro.max(0),
-                    state: "open".into(),
-                    created_at: now,
-                    closed_at: None,
-                },
-            )
-            .await?;
-        Ok(Admission::Admitted)
-    }
-
-    /// Settles an open hold and writes its charge; false when it was not open.
-    async fn settle_in(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        c: &Charge,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let Some(hold) = self
-            .store
-            .close_hold(&mut *conn, &c.request_id, "settled", now)
-            .await?
-        else {
-            return Ok(false);
-        };
-        let last = self
-            .store
-            .last_ledger_entry(&mut *conn, &hold.user_id)
-            .await?;
-        let old = last.as_ref().map_or(0, |l| l.balance_after_micro);
-        let cost = c.cost_micro.max(0);
-        self.store
-            .insert_ledger(
-                &mut *conn,
-                &LedgerRow {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    user_id: hold.user_id.clone(),
-                    seq: last.map_or(1, |l| l.seq + 1),
-                    kind: "charge".into(),
-                    amount_micro: -cost,
-                    balance_after_micro: old - cost,
-                    period_start: period_of(now).0,
-                    note: None,
-                    created_at: now,
-                    workspace_id: Some(hold.workspace_id),
-                    workspace_name: Some(hold.workspace_name),
-                    request_id: Some(hold.id),
-                    endpoint: Some(hold.endpoint),
-                    model: hold.model,
-                    input_tokens: c.input_tokens.map(|t| t as i64),
-                    output_tokens: c.output_tokens.map(|t| t as i64),
-                    cost_usd: c.cost_usd,
-                    estimated: c.estimated,
-                    subject: hold.subject,
-                },
-            )
-            .await?;
-        Ok(true)
+        result
     }
 }
 
-/// An answer to send once the batch is committed.
-enum Reply {
-    Reserve(oneshot::Sender<Result<Admission, WalletError>>, Admission),
-    Closed(oneshot::Sender<Result<bool, WalletError>>, bool),
+/// The user's books, read from the store the first time (within the transaction, so they
+/// include its own writes).
+async fn books_of<'b>(
+    app: &App,
+    conn: &mut SqliteConnection,
+    books: &'b mut HashMap<String, Books>,
+    user: &str,
+) -> Result<&'b mut Books, StoreError> {
+    if !books.contains_key(user) {
+        let last = app.store.last_ledger_entry(&mut *conn, user).await?;
+        let reserved = app.store.sum_open_holds_micro(&mut *conn, user).await?;
+        books.insert(
+            user.to_owned(),
+            Books {
+                balance: last.as_ref().map_or(0, |l| l.balance_after_micro),
+                seq: last.map_or(0, |l| l.seq),
+                reserved,
+            },
+        );
+    }
+    Ok(books.get_mut(user).expect("inserted above"))
+}
+
+/// The open hold `id`: remembered, else read from the store (another incarnation's).
+async fn open_hold(
+    app: &App,
+    conn: &mut SqliteConnection,
+    known: &mut HashMap<String, HoldRow>,
+    id: &str,
+) -> Result<Option<HoldRow>, StoreError> {
+    match known.remove(id) {
+        Some(h) => Ok(Some(h)),
+        None => app.store.open_hold(conn, id).await,
+    }
+}
+
+async fn reserve(
+    app: &App,
+    conn: &mut SqliteConnection,
+    books: &mut HashMap<String, Books>,
+    known: &mut HashMap<String, HoldRow>,
+    h: &Hold,
+    now: i64,
+) -> Result<Admission, StoreError> {
+    let amount = h.amount_micro.max(0);
+    if amount > 0 {
+        let b = books_of(app, conn, books, &h.user_id).await?;
+        let available = b.balance - b.reserved;
+        if available <= 0 {
+            return Ok(Admission::Exhausted {
+                available_micro: available,
+            });
+        }
+        if available < amount {
+            return Ok(Admission::Insufficient {
+                available_micro: available,
+                estimate_micro: amount,
+            });
+        }
+    }
+    let row = HoldRow::open(h, now);
+    app.store.insert_hold(&mut *conn, &row).await?;
+    if let Some(b) = books.get_mut(&h.user_id) {
+        b.reserved += amount;
+    }
+    if known.len() >= MAX_KNOWN_HOLDS {
+        known.clear();
+    }
+    known.insert(row.id.clone(), row);
+    Ok(Admission::Admitted)
+}
+
+/// Settles an open hold and writes its charge; false when it was not open.
+async fn settle(
+    app: &App,
+    conn: &mut SqliteConnection,
+    books: &mut HashMap<String, Books>,
+    known: &mut HashMap<String, HoldRow>,
+    c: &Charge,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let Some(hold) = open_hold(app, conn, known, &c.request_id).await? else {
+        return Ok(false);
+    };
+    // Read before the hold closes: the books then count it as reserved.
+    let b = books_of(app, conn, books, &hold.user_id).await?;
+    if !app
+        .store
+        .close_hold(&mut *conn, &hold.id, "settled", now)
+        .await?
+    {
+        return Ok(false);
+    }
+    let cost = c.cost_micro.max(0);
+    b.reserved -= hold.amount_micro;
+    b.balance -= cost;
+    b.seq += 1;
+    let entry = LedgerRow {
+        input_tokens: c.input_tokens.map(|t| t as i64),
+        output_tokens: c.output_tokens.map(|t| t as i64),
+        cost_usd: c.cost_usd,
+        estimated: c.estimated,
+        workspace_id: Some(hold.workspace_id),
+        workspace_name: Some(hold.workspace_name),
+        request_id: Some(hold.id),
+        endpoint: Some(hold.endpoint),
+        model: hold.model,
+        subject: hold.subject,
+        ..LedgerRow::entry(&hold.user_id, b.seq, "charge", -cost, b.balance, now)
+    };
+    app.store.insert_ledger(&mut *conn, &entry).await?;
+    Ok(true)
+}
+
+async fn release(
+    app: &App,
+    conn: &mut SqliteConnection,
+    books: &mut HashMap<String, Books>,
+    known: &mut HashMap<String, HoldRow>,
+    id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let Some(hold) = open_hold(app, conn, known, id).await? else {
+        return Ok(false);
+    };
+    if !app
+        .store
+        .close_hold(&mut *conn, id, "released", now)
+        .await?
+    {
+        return Ok(false);
+    }
+    if let Some(b) = books.get_mut(&hold.user_id) {
+        b.reserved -= hold.amount_micro;
+    }
+    Ok(true)
+}
+
+impl LedgerRow {
+    /// A new entry: `seq` follows the user's newest entry, `balance_after` is the balance
+    /// with `amount` applied.
+    pub(crate) fn entry(
+        user_id: &str,
+        seq: i64,
+        kind: &str,
+        amount_micro: i64,
+        balance_after_micro: i64,
+        now: i64,
+    ) -> Self {
+        LedgerRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user_id.to_owned(),
+            seq,
+            kind: kind.to_owned(),
+            amount_micro,
+            balance_after_micro,
+            period_start: period_of(now).0,
+            note: None,
+            created_at: now,
+            ..Default::default()
+        }
+    }
 }
 
 impl WalletHandle {
-    async fn call<T>(
+    fn queue<T>(
         &self,
-        op: impl FnOnce(oneshot::Sender<Result<T, WalletError>>) -> Op,
-    ) -> Result<T, WalletError> {
+        job: Job,
+        answer: impl FnOnce(oneshot::Sender<Result<T, WalletError>>) -> Answer,
+    ) -> oneshot::Receiver<Result<T, WalletError>> {
         let (tx, rx) = oneshot::channel();
-        self.ops
-            .send(op(tx))
-            .await
-            .map_err(|_| WalletError("the wallet writer has stopped".into()))?;
-        rx.await.map_err(|_| {
-            WalletError("the wallet transaction failed (see the rigboxd log)".into())
-        })?
+        // When the writer has stopped, `rx` reports it (its sender is dropped with the op).
+        let _ = self.ops.send(Op {
+            job,
+            answer: answer(tx),
+        });
+        rx
     }
+}
+
+async fn answer<T>(rx: oneshot::Receiver<Result<T, WalletError>>) -> Result<T, WalletError> {
+    rx.await.map_err(|_| failed())?
 }
 
 #[async_trait::async_trait]
@@ -322,16 +509,15 @@ impl Wallet for WalletHandle {
     }
 
     async fn reserve(&self, hold: Hold) -> Result<Admission, WalletError> {
-        self.call(|tx| Op::Reserve(hold, tx)).await
+        answer(self.queue(Job::Reserve(hold), Answer::Admission)).await
     }
 
-    async fn settle(&self, charge: Charge) -> Result<bool, WalletError> {
-        self.call(|tx| Op::Settle(charge, tx)).await
+    fn settle(&self, charge: Charge) -> Settlement {
+        Box::pin(answer(self.queue(Job::Settle(charge), Answer::Closed)))
     }
 
     async fn release(&self, request_id: &str) -> Result<bool, WalletError> {
-        let id = request_id.to_owned();
-        self.call(|tx| Op::Release(id, tx)).await
+        answer(self.queue(Job::Release(request_id.to_owned()), Answer::Closed)).await
     }
 
     async fn reconcile(
@@ -341,19 +527,16 @@ impl Wallet for WalletHandle {
         max_age_secs: u64,
     ) -> Result<u64, WalletError> {
         let before = self.app.now() - (max_age_secs as i64) * 1_000_000;
-        let ids = self
+        let holds = self
             .app
             .store
             .orphaned_holds(self.app.store.pool(), node_id, incarnation, before)
             .await
             .map_err(store_err)?;
         let mut settled = 0;
-        for id in ids {
-            let Some(hold) = self.app.store.hold(&id).await.map_err(store_err)? else {
-                continue;
-            };
+        for hold in holds {
             let charge = Charge {
-                request_id: id,
+                request_id: hold.id,
                 cost_micro: hold.amount_micro,
                 cost_usd: None,
                 input_tokens: None,

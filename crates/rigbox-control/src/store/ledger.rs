@@ -45,9 +45,14 @@ pub struct LedgerRow {
     pub subject: Option<String>,
 }
 
-const LEDGER_COLS: &str = "id, user_id, seq, kind, amount_micro, balance_after_micro, \
-    period_start, note, created_at, workspace_id, workspace_name, request_id, endpoint, model, \
-    input_tokens, output_tokens, cost_usd, estimated, subject";
+/// The columns of [`LedgerRow`], in order (a macro so statements are `&'static str`).
+macro_rules! ledger_cols {
+    () => {
+        "id, user_id, seq, kind, amount_micro, balance_after_micro, period_start, note, \
+         created_at, workspace_id, workspace_name, request_id, endpoint, model, input_tokens, \
+         output_tokens, cost_usd, estimated, subject"
+    };
+}
 
 /// Sums over a set of `charge` entries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromRow)]
@@ -100,8 +105,10 @@ impl Store {
         exec: impl Executor<'_, Database = Db>,
         user_id: &str,
     ) -> Result<Option<LedgerRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {LEDGER_COLS} FROM ledger WHERE user_id = $1 ORDER BY seq DESC LIMIT 1"
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            ledger_cols!(),
+            " FROM ledger WHERE user_id = $1 ORDER BY seq DESC LIMIT 1"
         ))
         .bind(user_id)
         .fetch_optional(exec)
@@ -115,9 +122,11 @@ impl Store {
         exec: impl Executor<'_, Database = Db>,
         e: &LedgerRow,
     ) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "INSERT INTO ledger ({LEDGER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        sqlx::query(concat!(
+            "INSERT INTO ledger (",
+            ledger_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19)"
         ))
         .bind(&e.id)
         .bind(&e.user_id)
@@ -154,8 +163,10 @@ impl Store {
         before_seq: Option<i64>,
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {LEDGER_COLS} FROM ledger WHERE user_id = $1 AND ($2 IS NULL OR kind = $2) \
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            ledger_cols!(),
+            " FROM ledger WHERE user_id = $1 AND ($2 IS NULL OR kind = $2) \
              AND ($3 IS NULL OR workspace_id = $3) AND ($4 IS NULL OR seq < $4) \
              ORDER BY seq DESC LIMIT $5"
         ))

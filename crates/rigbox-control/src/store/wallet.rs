@@ -24,8 +24,35 @@ pub struct HoldRow {
     pub closed_at: Option<i64>,
 }
 
-const HOLD_COLS: &str = "id, user_id, workspace_id, workspace_name, node_id, incarnation, \
-    endpoint, model, subject, amount_micro, state, created_at, closed_at";
+/// The columns of [`HoldRow`], in order (a macro so statements are `&'static str`, for the
+/// statement cache without a `format!` per call).
+macro_rules! hold_cols {
+    () => {
+        "id, user_id, workspace_id, workspace_name, node_id, incarnation, endpoint, model, \
+         subject, amount_micro, state, created_at, closed_at"
+    };
+}
+
+impl HoldRow {
+    /// The row of a hold admitted at `now`.
+    pub fn open(h: &rigbox_types::wallet::Hold, now: i64) -> Self {
+        HoldRow {
+            id: h.request_id.clone(),
+            user_id: h.user_id.clone(),
+            workspace_id: h.workspace_id.clone(),
+            workspace_name: h.workspace_name.clone(),
+            node_id: h.node_id.clone(),
+            incarnation: h.incarnation.clone(),
+            endpoint: h.endpoint.clone(),
+            model: h.model.clone(),
+            subject: h.subject.clone(),
+            amount_micro: h.amount_micro.max(0),
+            state: "open".into(),
+            created_at: now,
+            closed_at: None,
+        }
+    }
+}
 
 impl Store {
     pub async fn insert_hold(
@@ -33,9 +60,10 @@ impl Store {
         exec: impl Executor<'_, Database = Db>,
         h: &HoldRow,
     ) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "INSERT INTO ai_holds ({HOLD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13)"
+        sqlx::query(concat!(
+            "INSERT INTO ai_holds (",
+            hold_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .bind(&h.id)
         .bind(&h.user_id)
@@ -56,53 +84,62 @@ impl Store {
         Ok(())
     }
 
-    /// Moves an open hold to `state` (`settled` or `released`); the row as it was, or `None`
-    /// when it is not open (already closed, or unknown).
+    /// Moves an open hold to `state` (`settled` or `released`); false when it is not open
+    /// (already closed, or unknown).
     pub async fn close_hold(
         &self,
         exec: impl Executor<'_, Database = Db>,
         id: &str,
         state: &str,
         now: i64,
-    ) -> Result<Option<HoldRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "UPDATE ai_holds SET state = $1, closed_at = $2 WHERE id = $3 AND state = 'open' \
-             RETURNING {HOLD_COLS}"
-        ))
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE ai_holds SET state = $1, closed_at = $2 WHERE id = $3 AND state = 'open'",
+        )
         .bind(state)
         .bind(now)
+        .bind(id)
+        .execute(exec)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The hold `id` if it is open.
+    pub async fn open_hold(
+        &self,
+        exec: impl Executor<'_, Database = Db>,
+        id: &str,
+    ) -> Result<Option<HoldRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            hold_cols!(),
+            " FROM ai_holds WHERE id = $1 AND state = 'open'"
+        ))
         .bind(id)
         .fetch_optional(exec)
         .await?)
     }
 
-    /// IDs of open holds that `node_id` admitted in another incarnation, or that were created
-    /// before `before` (µs) by anyone.
+    /// Open holds that `node_id` admitted in another incarnation, or that were created before
+    /// `before` (µs) by anyone, oldest first.
     pub async fn orphaned_holds(
         &self,
         exec: impl Executor<'_, Database = Db>,
         node_id: &str,
         incarnation: &str,
         before: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM ai_holds WHERE state = 'open' \
-             AND ((node_id = $1 AND incarnation <> $2) OR created_at < $3) ORDER BY created_at",
-        )
+    ) -> Result<Vec<HoldRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            hold_cols!(),
+            " FROM ai_holds WHERE state = 'open' \
+             AND ((node_id = $1 AND incarnation <> $2) OR created_at < $3) ORDER BY created_at"
+        ))
         .bind(node_id)
         .bind(incarnation)
         .bind(before)
         .fetch_all(exec)
         .await?)
-    }
-
-    pub async fn hold(&self, id: &str) -> Result<Option<HoldRow>, StoreError> {
-        Ok(
-            sqlx::query_as(&format!("SELECT {HOLD_COLS} FROM ai_holds WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?,
-        )
     }
 
     /// Requests admitted for `subject` of `user_id` since `since` (µs), in any state.

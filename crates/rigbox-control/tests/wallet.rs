@@ -1,0 +1,161 @@
+//! The wallet writer (`app/wallet.rs`) against the real store and the public credit reads: the
+//! balances it keeps in memory follow the other ledger writers, a settlement queued but not yet
+//! awaited is seen by every read that follows, a hold is closed once, and one failing operation
+//! does not fail the others of its batch.
+
+use rigbox_control::App;
+use rigbox_testkit::{Client, TestPlatform};
+use rigbox_types::wallet::{Admission, Charge, Hold, Wallet};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn hold(user: &str, ws: &str, id: &str, amount_micro: i64) -> Hold {
+    Hold {
+        request_id: id.into(),
+        user_id: user.into(),
+        workspace_id: ws.into(),
+        workspace_name: "alpha".into(),
+        node_id: "node-1".into(),
+        incarnation: "test".into(),
+        endpoint: "/v1/chat/completions".into(),
+        model: Some("openai/gpt-4o-mini".into()),
+        subject: None,
+        amount_micro,
+    }
+}
+
+fn charge(id: &str, cost_micro: i64) -> Charge {
+    Charge {
+        request_id: id.into(),
+        cost_micro,
+        cost_usd: Some(cost_micro as f64 / 100_000_000.0),
+        input_tokens: Some(10),
+        output_tokens: Some(5),
+        estimated: false,
+    }
+}
+
+async fn credits(c: &Client) -> Value {
+    let (s, v) = c.get("/users/me/credits").await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+async fn adjust(app: &Arc<App>, user: &str, micro: i64) {
+    app.adjust_credits(user, micro as f64 / 1_000_000.0, "test".into())
+        .await
+        .expect("adjustment");
+}
+
+#[tokio::test]
+async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
+    let tp = TestPlatform::start().await;
+    let app = tp.platform().app.clone();
+    let me = tp.user("me@example.com").await;
+    let uid = me.get("/auth/me").await.1["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (s, w) = me.post("/workspaces", json!({"name": "alpha"})).await;
+    assert_eq!(s, 201, "{w}");
+    let ws = w["id"].as_str().expect("id").to_owned();
+    let wallet = app.start_wallet();
+    let start = credits(&me).await["remaining_micro"]
+        .as_i64()
+        .expect("remaining");
+    assert!(start > 1_000, "the plan gives credits: {start}");
+
+    // Everything available is reserved; nothing is left for another hold.
+    assert_eq!(
+        wallet.reserve(hold(&uid, &ws, "r1", start)).await,
+        Ok(Admission::Admitted)
+    );
+    assert_eq!(
+        wallet.reserve(hold(&uid, &ws, "r2", 1)).await,
+        Ok(Admission::Exhausted { available_micro: 0 })
+    );
+    let c = credits(&me).await;
+    assert_eq!(c["reserved_micro"], start, "{c}");
+
+    // A settlement queued and not yet awaited is seen by the read that follows.
+    let pending = wallet.settle(charge("r1", 1_000));
+    let c = credits(&me).await;
+    assert_eq!(c["reserved_micro"], 0, "{c}");
+    assert_eq!(c["balance_micro"], start - 1_000, "{c}");
+    assert_eq!(pending.await, Ok(true));
+    assert_eq!(wallet.settle(charge("r1", 1_000)).await, Ok(false));
+    assert_eq!(wallet.release("r1").await, Ok(false));
+
+    // Another ledger writer (an operator adjustment) moves the balance the writer admits from.
+    adjust(&app, &uid, -(start - 1_000)).await;
+    assert_eq!(
+        wallet.reserve(hold(&uid, &ws, "r3", 1)).await,
+        Ok(Admission::Exhausted { available_micro: 0 })
+    );
+    adjust(&app, &uid, 500).await;
+    assert_eq!(
+        wallet.reserve(hold(&uid, &ws, "r4", 501)).await,
+        Ok(Admission::Insufficient {
+            available_micro: 500,
+            estimate_micro: 501
+        })
+    );
+    assert_eq!(
+        wallet.reserve(hold(&uid, &ws, "r5", 500)).await,
+        Ok(Admission::Admitted)
+    );
+    // A released hold gives its funds back; a settlement above the hold takes the balance
+    // below zero.
+    assert_eq!(wallet.release("r5").await, Ok(true));
+    assert_eq!(
+        wallet.reserve(hold(&uid, &ws, "r6", 500)).await,
+        Ok(Admission::Admitted)
+    );
+    assert_eq!(wallet.settle(charge("r6", 800)).await, Ok(true));
+    let c = credits(&me).await;
+    assert_eq!(c["balance_micro"], -300, "{c}");
+    assert_eq!(c["reserved_micro"], 0, "{c}");
+
+    // One operation that fails (a hold for a user that does not exist) fails alone, even
+    // queued in the same batch as others.
+    let (bad, good) = tokio::join!(
+        wallet.reserve(hold("no-such-user", &ws, "r7", 0)),
+        wallet.reserve(hold(&uid, &ws, "r8", 0)),
+    );
+    assert!(bad.is_err(), "{bad:?}");
+    assert_eq!(good, Ok(Admission::Admitted));
+    assert_eq!(wallet.settle(charge("r8", 0)).await, Ok(true));
+
+    // The ledger: one entry per change, in sequence, each balance following from the last.
+    let (s, l) = me.get("/users/me/credits/ledger?limit=200").await;
+    assert_eq!(s, 200, "{l}");
+    let mut items: Vec<Value> = l["items"].as_array().expect("items").clone();
+    items.reverse();
+    let kinds: Vec<&str> = items
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "monthly_reset",
+            "charge",
+            "adjustment",
+            "adjustment",
+            "charge",
+            "charge"
+        ],
+        "{l}"
+    );
+    let mut balance = 0;
+    for e in &items {
+        balance += e["amount_micro"].as_i64().expect("amount");
+        assert_eq!(e["balance_after_micro"], balance, "{e}");
+    }
+    assert_eq!(balance, -300);
+    let charged: Vec<&str> = items
+        .iter()
+        .filter_map(|e| e["request_id"].as_str())
+        .collect();
+    assert_eq!(charged, ["r1", "r6", "r8"]);
+}
