@@ -23,8 +23,21 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// Request headers never forwarded upstream: credentials of any kind (the VM's placeholder
-/// key included), hop-by-hop headers, and what the proxy sets itself.
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on in either direction, and the body
+/// length, which changes when a body is rewritten.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Request headers not forwarded upstream besides [`HOP_BY_HOP`]: credentials of any kind (the
+/// VM's placeholder key included) and what the proxy sets or reads itself.
 const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "authorization",
     "x-api-key",
@@ -32,15 +45,7 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-subscription-token",
     "cookie",
     "proxy-authorization",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "host",
-    "content-length",
     // Bodies are read and rewritten: never let the upstream compress them.
     "accept-encoding",
     "x-rigbox-subject",
@@ -48,18 +53,13 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-rigbox-subject-rate",
 ];
 
-/// Response headers not relayed (hop-by-hop, and the length of a body that may change).
-const DROPPED_RESPONSE_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "set-cookie",
-];
+/// Response headers not relayed besides [`HOP_BY_HOP`].
+const DROPPED_RESPONSE_HEADERS: &[&str] = &["set-cookie"];
+
+fn dropped(name: &HeaderName, extra: &[&str]) -> bool {
+    let name = name.as_str();
+    HOP_BY_HOP.contains(&name) || extra.contains(&name)
+}
 
 /// Which upstream a route goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,12 +96,13 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Headers to send upstream: the caller's, minus [`DROPPED_REQUEST_HEADERS`], plus the
+/// Headers to send upstream: the caller's, minus [`HOP_BY_HOP`] and
+/// [`DROPPED_REQUEST_HEADERS`], plus the
 /// operator's key for `up`.
 fn forward_headers(from: &HeaderMap, up: Upstream, key: &str) -> Result<HeaderMap, GatewayError> {
     let mut h = HeaderMap::with_capacity(from.len() + 2);
     for (name, value) in from {
-        if !DROPPED_REQUEST_HEADERS.contains(&name.as_str()) {
+        if !dropped(name, DROPPED_REQUEST_HEADERS) {
             h.append(name.clone(), value.clone());
         }
     }
@@ -130,7 +131,7 @@ fn relay_head(
 ) -> http::response::Builder {
     let mut b = Response::builder().status(status);
     for (name, value) in upstream {
-        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+        if !dropped(name, DROPPED_RESPONSE_HEADERS) {
             b = b.header(name, value);
         }
     }
@@ -466,12 +467,9 @@ impl AiProxy {
             let body = self.read_body(body).await?;
             let fwd = forward_headers(&headers, up, &key)?;
             let url = format!("{base}/{path}");
-            let resp = self
-                .send(self.http.request(method, url).headers(fwd).body(body))
+            let (status, head, bytes) = self
+                .fetch(self.http.request(method, url).headers(fwd).body(body))
                 .await?;
-            let status = resp.status();
-            let head = resp.headers().clone();
-            let bytes = resp.bytes().await.map_err(|_| upstream_unreachable())?;
             let bytes = if filter_models && status.is_success() && !self.cfg.models_allow.is_empty()
             {
                 self.filter_models(bytes)
@@ -559,16 +557,9 @@ impl AiProxy {
             .await?;
             let fwd = forward_headers(&headers, Upstream::Brave, &key)?;
             let url = format!("{base}/{path_and_query}");
-            let outcome = async {
-                let resp = self
-                    .send(self.http.request(method, url).headers(fwd).body(body))
-                    .await?;
-                let status = resp.status();
-                let head = resp.headers().clone();
-                let bytes = resp.bytes().await.map_err(|_| upstream_unreachable())?;
-                Ok::<_, GatewayError>((status, head, bytes))
-            }
-            .await;
+            let outcome = self
+                .fetch(self.http.request(method, url).headers(fwd).body(body))
+                .await;
             match outcome {
                 Ok((status, head, bytes)) if status.is_success() => {
                     self.settle(Charge {
@@ -596,6 +587,18 @@ impl AiProxy {
                 }
             }
         }
+    }
+
+    /// Sends a request and reads its whole answer (unmetered and Brave routes).
+    async fn fetch(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), GatewayError> {
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        let head = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|_| upstream_unreachable())?;
+        Ok((status, head, bytes))
     }
 
     /// Sends a request, mapping failures to 502 and a missing head to 504.

@@ -3,13 +3,10 @@
 //! env vars, its metadata), and `rig` in workspace mode reads `/rig/v1/whoami` and
 //! `/rig/v1/workspace` through the bridge, identified by its address alone.
 
-use rigbox_control::app::lifecycle::LocalLink;
-use rigbox_node::bridge::{self, BridgeState};
 use rigbox_node::guest::GuestChannel;
 use rigbox_testkit::TestPlatform;
 use rigbox_types::WorkspaceId;
 use serde_json::{json, Value};
-use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
@@ -54,19 +51,7 @@ async fn agent_and_workspace_mode_through_the_bridge() {
     // The node's bridge: 127.0.0.1 holds this workspace's lease.
     let app = tp.platform().app.clone();
     let guest = Arc::new(GuestChannel::default());
-    let lease = ws_id.clone();
-    let state = BridgeState {
-        node_id: "node-1".into(),
-        leases: Arc::new(move |ip| (ip == Ipv4Addr::LOCALHOST).then(|| lease.clone())),
-        guest: guest.clone(),
-        link: Arc::new(LocalLink(app.clone())),
-        upstream: Some(rigbox_control::http::rig_v1::router(app)),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let task = tokio::spawn(bridge::serve(listener, bridge::router(state)));
+    let url = rigbox_testkit::loopback_bridge(app, &ws_id, guest.clone()).await;
 
     // The agent applies what the control plane says about this workspace.
     let root = tempfile::tempdir().expect("root");
@@ -146,5 +131,4 @@ async fn agent_and_workspace_mode_through_the_bridge() {
     let e: Value = r.json().await.expect("json");
     assert_eq!(e["error"]["code"], "not_found");
     assert_eq!(e["error"]["details"]["request_id"], id.as_str());
-    task.abort();
 }

@@ -3,16 +3,12 @@
 //! (127.0.0.1 holds the workspace's lease), whose control plane offers managed AI. Charges are
 //! written straight into the store, as the wallet would.
 
-use rigbox_control::app::lifecycle::LocalLink;
 use rigbox_control::config::ManagedAi;
 use rigbox_control::store::LedgerRow;
 use rigbox_control::App;
-use rigbox_node::bridge::{self, BridgeState};
-use rigbox_node::guest::GuestChannel;
 use rigbox_testkit::TestPlatform;
 use rigbox_types::WorkspaceId;
 use serde_json::{json, Value};
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -132,20 +128,7 @@ async fn bridge_for(tp: &TestPlatform, ws: &WorkspaceId, ai: ManagedAi) -> Strin
     let mut config = base.config.clone();
     config.managed_ai = ai;
     let app = App::new(base.store.clone(), config, base.clock.clone(), Vec::new());
-    let lease = ws.clone();
-    let state = BridgeState {
-        node_id: "node-1".into(),
-        leases: Arc::new(move |ip| (ip == Ipv4Addr::LOCALHOST).then(|| lease.clone())),
-        guest: Arc::new(GuestChannel::default()),
-        link: Arc::new(LocalLink(app.clone())),
-        upstream: Some(rigbox_control::http::rig_v1::router(app)),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(bridge::serve(listener, bridge::router(state)));
-    url
+    rigbox_testkit::loopback_bridge(app, ws, Arc::default()).await
 }
 
 const MANAGED: ManagedAi = ManagedAi {

@@ -159,6 +159,33 @@ pub struct TestPlatform {
     dir: tempfile::TempDir,
 }
 
+/// A node bridge on loopback, in process, for workspace `ws` (its VM is the caller from
+/// `127.0.0.1`), whose `/rig/v1` is served by `app`; `guest` is what the agent's long poll
+/// reads. Returns the bridge's base URL; the server lives as long as the runtime.
+pub async fn loopback_bridge(
+    app: std::sync::Arc<rigbox_control::App>,
+    ws: &rigbox_types::WorkspaceId,
+    guest: std::sync::Arc<rigbox_node::guest::GuestChannel>,
+) -> String {
+    use rigbox_node::bridge::{self, BridgeState};
+    let lease = ws.clone();
+    let state = BridgeState {
+        node_id: "node-1".into(),
+        leases: std::sync::Arc::new(move |ip| {
+            (ip == std::net::Ipv4Addr::LOCALHOST).then(|| lease.clone())
+        }),
+        guest,
+        link: std::sync::Arc::new(rigbox_control::app::lifecycle::LocalLink(app.clone())),
+        upstream: Some(rigbox_control::http::rig_v1::router(app)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the bridge");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(bridge::serve(listener, bridge::router(state)));
+    url
+}
+
 impl TestPlatform {
     /// Starts with [`test_config`].
     pub async fn start() -> Self {
