@@ -1,7 +1,7 @@
 //! The wallet writer (`app/wallet.rs`) against the real store and the public credit reads: the
 //! balances it keeps in memory follow the other ledger writers, a settlement queued but not yet
-//! awaited is seen by every read that follows, a hold is closed once, and one failing operation
-//! does not fail the others of its batch.
+//! awaited is seen by every read that follows, a hold is closed once, one failing operation
+//! does not fail the others of its batch, and waiting for another writer's lock blocks nothing.
 
 use rigbox_control::App;
 use rigbox_testkit::{Client, TestPlatform};
@@ -47,8 +47,8 @@ async fn adjust(app: &Arc<App>, user: &str, micro: i64) {
         .expect("adjustment");
 }
 
-#[tokio::test]
-async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
+/// A platform with one user, one workspace and the wallet started.
+async fn setup() -> (TestPlatform, Arc<App>, Client, String, String, impl Wallet) {
     let tp = TestPlatform::start().await;
     let app = tp.platform().app.clone();
     let me = tp.user("me@example.com").await;
@@ -60,6 +60,46 @@ async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
     assert_eq!(s, 201, "{w}");
     let ws = w["id"].as_str().expect("id").to_owned();
     let wallet = app.start_wallet();
+    (tp, app, me, uid, ws, wallet)
+}
+
+#[tokio::test]
+async fn the_writer_waits_for_another_writers_lock_without_blocking_its_thread() {
+    // One thread: were the writer to block it while waiting for the lock, the transaction
+    // holding the lock could never commit.
+    let (_tp, app, _me, uid, ws, wallet) = setup().await;
+    let wallet = Arc::new(wallet);
+    let mut tx = app.store.begin().await.expect("tx");
+    app.store
+        .lock_user(&mut tx, &uid)
+        .await
+        .expect("write lock");
+    let w = wallet.clone();
+    let (u, id) = (uid.clone(), ws.clone());
+    let pending = tokio::spawn(async move { w.reserve(hold(&u, &id, "r1", 1)).await });
+    let asleep = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        asleep.elapsed() < std::time::Duration::from_secs(2),
+        "the thread was blocked for {:?}",
+        asleep.elapsed()
+    );
+    assert!(
+        !pending.is_finished(),
+        "admitted while another writer held the lock"
+    );
+    tx.commit().await.expect("commit");
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), pending)
+        .await
+        .expect("answered once the lock was free")
+        .expect("task");
+    assert_eq!(answer, Ok(Admission::Admitted));
+    assert_eq!(wallet.settle(charge("r1", 1)).await, Ok(true));
+}
+
+#[tokio::test]
+async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
+    let (_tp, app, me, uid, ws, wallet) = setup().await;
     let start = credits(&me).await["remaining_micro"]
         .as_i64()
         .expect("remaining");

@@ -4,7 +4,10 @@
 //! One writer task applies every hold operation, in batches: it takes what is queued, runs it
 //! all in one `BEGIN IMMEDIATE` transaction and answers each caller after the commit (group
 //! commit). A hold moves out of `open` through a conditional update, so it is settled or
-//! released exactly once whoever tries.
+//! released exactly once whoever tries. The statements run inline on the writer task's thread
+//! ([`WalletDb`], a few µs each; a batch larger than [`INLINE_BATCH`] moves off the runtime's
+//! core with `block_in_place`), so an operation costs no hand-off between threads beyond the
+//! tasks' own wake-ups.
 //!
 //! The writer keeps each user's books (balance, last ledger `seq`, sum of open holds) and the
 //! open holds it knows in memory, so admission is decided without a query and a request costs
@@ -18,12 +21,11 @@
 
 use super::credits::period_of;
 use super::App;
-use crate::store::{HoldRow, LedgerRow, StoreError};
+use crate::store::{HoldRow, LedgerRow, StoreError, WalletDb};
 use rigbox_types::wallet::{
     Account, Admission, Charge, Hold, Settlement, SubjectUse, Wallet, WalletError,
 };
 use rigbox_types::WorkspaceId;
-use sqlx::{Connection, SqliteConnection};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 256;
+/// Batches up to this size run on the writer task's thread as they are (tens of µs); larger
+/// ones in `block_in_place` (on a multi-threaded runtime), so other tasks move to another core.
+const INLINE_BATCH: usize = 16;
+/// How long the writer waits before trying again for the write lock another connection holds.
+const BUSY_RETRY: Duration = Duration::from_micros(500);
 /// Operations between passive WAL checkpoints (a request writes ~12 WAL pages).
 const CHECKPOINT_EVERY: usize = 200;
 /// Open holds remembered at most (more are read back from the store when they close).
@@ -95,8 +102,7 @@ struct Books {
 /// The writer task's state; everything but `app` and `conn` is a cache of the store.
 struct Writer {
     app: Arc<App>,
-    /// Its own connection (a file database), else it borrows the pool's.
-    conn: Option<SqliteConnection>,
+    db: WalletDb,
     books: HashMap<String, Books>,
     /// The [`App::ledger_version`] `books` were read at.
     books_version: u64,
@@ -165,16 +171,23 @@ impl App {
 
 impl Writer {
     async fn run(app: Arc<App>, mut rx: mpsc::UnboundedReceiver<Op>) {
-        let conn = match app.store.dedicated_writer().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "wallet: no dedicated connection, sharing the pool");
-                None
+        let db = match app.store.wallet_db() {
+            Ok(Some(db)) => db,
+            outcome => {
+                match outcome {
+                    Err(e) => {
+                        tracing::error!(error = %e, source = ?std::error::Error::source(&e), "wallet: cannot open its connection")
+                    }
+                    _ => tracing::error!("wallet: needs a database file, not an in-memory one"),
+                }
+                // Every caller gets an error (its answer is dropped).
+                while rx.recv().await.is_some() {}
+                return;
             }
         };
         let mut w = Writer {
             app,
-            conn,
+            db,
             books: HashMap::new(),
             books_version: u64::MAX,
             known: HashMap::new(),
@@ -187,10 +200,7 @@ impl Writer {
             w.apply_batch(std::mem::take(&mut batch)).await;
             // The writer never checkpoints in its commits: a passive checkpoint runs beside it
             // every few hundred operations, one at a time.
-            if w.conn.is_some()
-                && since_checkpoint >= CHECKPOINT_EVERY
-                && !checkpointing.swap(true, Ordering::AcqRel)
-            {
+            if since_checkpoint >= CHECKPOINT_EVERY && !checkpointing.swap(true, Ordering::AcqRel) {
                 since_checkpoint = 0;
                 let app = w.app.clone();
                 let flag = checkpointing.clone();
@@ -231,195 +241,152 @@ impl Writer {
         }
     }
 
-    /// One transaction; on failure the caches are dropped with it.
+    /// One transaction: waits (without blocking its thread) for the write lock, then runs and
+    /// commits synchronously. On failure it is rolled back and the caches are dropped with it.
     async fn apply(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
-        let Writer {
-            app,
-            conn: own,
-            books,
-            books_version,
-            known,
-        } = self;
-        let mut pooled;
-        let conn: &mut SqliteConnection = match own.as_mut() {
-            Some(c) => c,
-            None => {
-                pooled = app.store.pool().acquire().await?;
-                &mut pooled
+        loop {
+            match self.db.begin() {
+                Ok(()) => break,
+                Err(e) if WalletDb::is_busy(&e) => tokio::time::sleep(BUSY_RETRY).await,
+                Err(e) => return Err(e),
             }
-        };
-        let result = async {
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            // Read under the write lock: a ledger writer that bumped it has committed.
-            let version = app.ledger_version.load(Ordering::Acquire);
-            if version != *books_version {
-                books.clear();
-                *books_version = version;
-            }
-            let now = app.now();
-            let mut outcomes = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                outcomes.push(match job {
-                    Job::Reserve(h) => {
-                        Outcome::Admission(reserve(app, &mut tx, books, known, h, now).await?)
-                    }
-                    Job::Settle(c) => {
-                        Outcome::Closed(settle(app, &mut tx, books, known, c, now).await?)
-                    }
-                    Job::Release(id) => {
-                        Outcome::Closed(release(app, &mut tx, books, known, id, now).await?)
-                    }
-                    Job::Sync => Outcome::Synced,
-                });
-            }
-            tx.commit().await?;
-            Ok(outcomes)
         }
-        .await;
+        let multi_threaded = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        let result = if jobs.len() > INLINE_BATCH && multi_threaded {
+            tokio::task::block_in_place(|| self.locked(jobs))
+        } else {
+            self.locked(jobs)
+        };
         if result.is_err() {
-            books.clear();
-            known.clear();
+            self.db.rollback();
+            self.books.clear();
+            self.known.clear();
         }
         result
     }
-}
 
-/// The user's books, read from the store the first time (within the transaction, so they
-/// include its own writes).
-async fn books_of<'b>(
-    app: &App,
-    conn: &mut SqliteConnection,
-    books: &'b mut HashMap<String, Books>,
-    user: &str,
-) -> Result<&'b mut Books, StoreError> {
-    if !books.contains_key(user) {
-        let last = app.store.last_ledger_entry(&mut *conn, user).await?;
-        let reserved = app.store.sum_open_holds_micro(&mut *conn, user).await?;
-        books.insert(
-            user.to_owned(),
-            Books {
-                balance: last.as_ref().map_or(0, |l| l.balance_after_micro),
-                seq: last.map_or(0, |l| l.seq),
-                reserved,
-            },
-        );
-    }
-    Ok(books.get_mut(user).expect("inserted above"))
-}
-
-/// The open hold `id`: remembered, else read from the store (another incarnation's).
-async fn open_hold(
-    app: &App,
-    conn: &mut SqliteConnection,
-    known: &mut HashMap<String, HoldRow>,
-    id: &str,
-) -> Result<Option<HoldRow>, StoreError> {
-    match known.remove(id) {
-        Some(h) => Ok(Some(h)),
-        None => app.store.open_hold(conn, id).await,
-    }
-}
-
-async fn reserve(
-    app: &App,
-    conn: &mut SqliteConnection,
-    books: &mut HashMap<String, Books>,
-    known: &mut HashMap<String, HoldRow>,
-    h: &Hold,
-    now: i64,
-) -> Result<Admission, StoreError> {
-    let amount = h.amount_micro.max(0);
-    if amount > 0 {
-        let b = books_of(app, conn, books, &h.user_id).await?;
-        let available = b.balance - b.reserved;
-        if available <= 0 {
-            return Ok(Admission::Exhausted {
-                available_micro: available,
+    /// The jobs and the commit, under the write lock.
+    fn locked(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+        // Read under the write lock: a ledger writer that bumped it has committed.
+        let version = self.app.ledger_version.load(Ordering::Acquire);
+        if version != self.books_version {
+            self.books.clear();
+            self.books_version = version;
+        }
+        let now = self.app.now();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(match job {
+                Job::Reserve(h) => Outcome::Admission(self.reserve(h, now)?),
+                Job::Settle(c) => Outcome::Closed(self.settle(c, now)?),
+                Job::Release(id) => Outcome::Closed(self.release(id, now)?),
+                Job::Sync => Outcome::Synced,
             });
         }
-        if available < amount {
-            return Ok(Admission::Insufficient {
-                available_micro: available,
-                estimate_micro: amount,
-            });
+        self.db.commit()?;
+        Ok(outcomes)
+    }
+
+    /// The user's books, read from the store the first time (within the transaction, so they
+    /// include its own writes).
+    fn books_of(&mut self, user: &str) -> Result<&mut Books, StoreError> {
+        if !self.books.contains_key(user) {
+            let (balance, seq) = self.db.balance(user)?;
+            let reserved = self.db.reserved(user)?;
+            self.books.insert(
+                user.to_owned(),
+                Books {
+                    balance,
+                    seq,
+                    reserved,
+                },
+            );
+        }
+        Ok(self.books.get_mut(user).expect("inserted above"))
+    }
+
+    /// The open hold `id`: remembered, else read from the store (another incarnation's).
+    fn open_hold(&mut self, id: &str) -> Result<Option<HoldRow>, StoreError> {
+        match self.known.remove(id) {
+            Some(h) => Ok(Some(h)),
+            None => self.db.open_hold(id),
         }
     }
-    let row = HoldRow::open(h, now);
-    app.store.insert_hold(&mut *conn, &row).await?;
-    if let Some(b) = books.get_mut(&h.user_id) {
-        b.reserved += amount;
-    }
-    if known.len() >= MAX_KNOWN_HOLDS {
-        known.clear();
-    }
-    known.insert(row.id.clone(), row);
-    Ok(Admission::Admitted)
-}
 
-/// Settles an open hold and writes its charge; false when it was not open.
-async fn settle(
-    app: &App,
-    conn: &mut SqliteConnection,
-    books: &mut HashMap<String, Books>,
-    known: &mut HashMap<String, HoldRow>,
-    c: &Charge,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let Some(hold) = open_hold(app, conn, known, &c.request_id).await? else {
-        return Ok(false);
-    };
-    // Read before the hold closes: the books then count it as reserved.
-    let b = books_of(app, conn, books, &hold.user_id).await?;
-    if !app
-        .store
-        .close_hold(&mut *conn, &hold.id, "settled", now)
-        .await?
-    {
-        return Ok(false);
+    fn reserve(&mut self, h: &Hold, now: i64) -> Result<Admission, StoreError> {
+        let amount = h.amount_micro.max(0);
+        if amount > 0 {
+            let b = self.books_of(&h.user_id)?;
+            let available = b.balance - b.reserved;
+            if available <= 0 {
+                return Ok(Admission::Exhausted {
+                    available_micro: available,
+                });
+            }
+            if available < amount {
+                return Ok(Admission::Insufficient {
+                    available_micro: available,
+                    estimate_micro: amount,
+                });
+            }
+        }
+        let row = HoldRow::open(h, now);
+        self.db.insert_hold(&row)?;
+        if let Some(b) = self.books.get_mut(&h.user_id) {
+            b.reserved += amount;
+        }
+        if self.known.len() >= MAX_KNOWN_HOLDS {
+            self.known.clear();
+        }
+        self.known.insert(row.id.clone(), row);
+        Ok(Admission::Admitted)
     }
-    let cost = c.cost_micro.max(0);
-    b.reserved -= hold.amount_micro;
-    b.balance -= cost;
-    b.seq += 1;
-    let entry = LedgerRow {
-        input_tokens: c.input_tokens.map(|t| t as i64),
-        output_tokens: c.output_tokens.map(|t| t as i64),
-        cost_usd: c.cost_usd,
-        estimated: c.estimated,
-        workspace_id: Some(hold.workspace_id),
-        workspace_name: Some(hold.workspace_name),
-        request_id: Some(hold.id),
-        endpoint: Some(hold.endpoint),
-        model: hold.model,
-        subject: hold.subject,
-        ..LedgerRow::entry(&hold.user_id, b.seq, "charge", -cost, b.balance, now)
-    };
-    app.store.insert_ledger(&mut *conn, &entry).await?;
-    Ok(true)
-}
 
-async fn release(
-    app: &App,
-    conn: &mut SqliteConnection,
-    books: &mut HashMap<String, Books>,
-    known: &mut HashMap<String, HoldRow>,
-    id: &str,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let Some(hold) = open_hold(app, conn, known, id).await? else {
-        return Ok(false);
-    };
-    if !app
-        .store
-        .close_hold(&mut *conn, id, "released", now)
-        .await?
-    {
-        return Ok(false);
-    }
-    if let Some(b) = books.get_mut(&hold.user_id) {
+    /// Settles an open hold and writes its charge; false when it was not open.
+    fn settle(&mut self, c: &Charge, now: i64) -> Result<bool, StoreError> {
+        let Some(hold) = self.open_hold(&c.request_id)? else {
+            return Ok(false);
+        };
+        // Read before the hold closes: the books then count it as reserved.
+        self.books_of(&hold.user_id)?;
+        if !self.db.close_hold(&hold.id, "settled", now)? {
+            return Ok(false);
+        }
+        let cost = c.cost_micro.max(0);
+        let b = self.books.get_mut(&hold.user_id).expect("read above");
         b.reserved -= hold.amount_micro;
+        b.balance -= cost;
+        b.seq += 1;
+        let entry = LedgerRow {
+            input_tokens: c.input_tokens.map(|t| t as i64),
+            output_tokens: c.output_tokens.map(|t| t as i64),
+            cost_usd: c.cost_usd,
+            estimated: c.estimated,
+            workspace_id: Some(hold.workspace_id),
+            workspace_name: Some(hold.workspace_name),
+            request_id: Some(hold.id),
+            endpoint: Some(hold.endpoint),
+            model: hold.model,
+            subject: hold.subject,
+            ..LedgerRow::entry(&hold.user_id, b.seq, "charge", -cost, b.balance, now)
+        };
+        self.db.insert_ledger(&entry)?;
+        Ok(true)
     }
-    Ok(true)
+
+    fn release(&mut self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let Some(hold) = self.open_hold(id)? else {
+            return Ok(false);
+        };
+        if !self.db.close_hold(id, "released", now)? {
+            return Ok(false);
+        }
+        if let Some(b) = self.books.get_mut(&hold.user_id) {
+            b.reserved -= hold.amount_micro;
+        }
+        Ok(true)
+    }
 }
 
 impl LedgerRow {

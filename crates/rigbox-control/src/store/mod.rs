@@ -4,6 +4,7 @@
 
 mod apps;
 mod keys;
+#[macro_use]
 mod ledger;
 mod users;
 mod wallet;
@@ -17,7 +18,7 @@ pub use wallet::*;
 pub use workspaces::*;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("a row with the same unique key exists")]
     Conflict,
 }
@@ -51,8 +54,8 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: sqlx::Pool<Db>,
-    /// How to open another connection to the same file (None for an in-memory database).
-    file: Option<SqliteConnectOptions>,
+    /// The database file (None for an in-memory database).
+    file: Option<PathBuf>,
 }
 
 impl Store {
@@ -73,7 +76,7 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool,
-            file: Some(opts_for_writer(path)?),
+            file: Some(path.to_owned()),
         })
     }
 
@@ -86,18 +89,6 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool, file: None })
-    }
-
-    /// A connection of its own for a single hot writer (the wallet): its page cache stays warm
-    /// (no other connection's writes to invalidate it between its transactions) and it never
-    /// checkpoints inside a commit (`wal_autocheckpoint = 0`; see [`Store::checkpoint`]).
-    /// None for an in-memory database, whose one connection is the pool's.
-    pub async fn dedicated_writer(&self) -> Result<Option<sqlx::SqliteConnection>, StoreError> {
-        use sqlx::ConnectOptions;
-        match &self.file {
-            Some(opts) => Ok(Some(opts.connect().await?)),
-            None => Ok(None),
-        }
     }
 
     /// A passive WAL checkpoint: copies what it can into the database without blocking
@@ -122,16 +113,6 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-fn opts_for_writer(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
-    Ok(SqliteConnectOptions::from_str("sqlite://")?
-        .filename(path)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10))
-        .pragma("wal_autocheckpoint", "0"))
 }
 
 /// Opaque keyset cursor over `(created_at, id)`.

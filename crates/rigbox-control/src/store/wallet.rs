@@ -1,8 +1,15 @@
 //! Holds of the credit wallet (`ai_holds`, bridge-and-ai.md §8): created at admission, moved
 //! out of `open` exactly once by a conditional update. The ledger side is `store/ledger.rs`.
+//!
+//! The wallet writer's statements run on [`WalletDb`], a synchronous connection of its own
+//! (rusqlite over the same SQLite library sqlx links): a request costs one statement at
+//! reserve and two at settle, and through sqlx each would be a round trip to the connection's
+//! worker thread, tens of µs apiece on these machines, where the statement itself takes a few.
 
-use super::{Db, Store, StoreError};
+use super::{Db, LedgerRow, Store, StoreError};
+use rusqlite::{params, OptionalExtension};
 use sqlx::{Executor, FromRow};
+use std::time::Duration;
 
 /// An `ai_holds` row.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -55,71 +62,6 @@ impl HoldRow {
 }
 
 impl Store {
-    pub async fn insert_hold(
-        &self,
-        exec: impl Executor<'_, Database = Db>,
-        h: &HoldRow,
-    ) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO ai_holds (",
-            hold_cols!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        ))
-        .bind(&h.id)
-        .bind(&h.user_id)
-        .bind(&h.workspace_id)
-        .bind(&h.workspace_name)
-        .bind(&h.node_id)
-        .bind(&h.incarnation)
-        .bind(&h.endpoint)
-        .bind(&h.model)
-        .bind(&h.subject)
-        .bind(h.amount_micro)
-        .bind(&h.state)
-        .bind(h.created_at)
-        .bind(h.closed_at)
-        .execute(exec)
-        .await
-        .map_err(StoreError::from_write)?;
-        Ok(())
-    }
-
-    /// Moves an open hold to `state` (`settled` or `released`); false when it is not open
-    /// (already closed, or unknown).
-    pub async fn close_hold(
-        &self,
-        exec: impl Executor<'_, Database = Db>,
-        id: &str,
-        state: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE ai_holds SET state = $1, closed_at = $2 WHERE id = $3 AND state = 'open'",
-        )
-        .bind(state)
-        .bind(now)
-        .bind(id)
-        .execute(exec)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// The hold `id` if it is open.
-    pub async fn open_hold(
-        &self,
-        exec: impl Executor<'_, Database = Db>,
-        id: &str,
-    ) -> Result<Option<HoldRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
-            "SELECT ",
-            hold_cols!(),
-            " FROM ai_holds WHERE id = $1 AND state = 'open'"
-        ))
-        .bind(id)
-        .fetch_optional(exec)
-        .await?)
-    }
-
     /// Open holds that `node_id` admitted in another incarnation, or that were created before
     /// `before` (µs) by anyone, oldest first.
     pub async fn orphaned_holds(
@@ -158,5 +100,203 @@ impl Store {
         .bind(since)
         .fetch_one(self.pool())
         .await?)
+    }
+}
+
+/// The wallet writer's own connection to the database file: synchronous, so its statements run
+/// on the caller's thread. It never waits for the write lock (`busy_timeout = 0`:
+/// [`WalletDb::begin`] reports [`WalletDb::is_busy`] and the caller retries without blocking
+/// its thread) and never checkpoints inside a commit (`wal_autocheckpoint = 0`; see
+/// [`Store::checkpoint`]). Its page cache stays warm between its transactions.
+pub struct WalletDb {
+    conn: rusqlite::Connection,
+}
+
+impl std::fmt::Debug for WalletDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WalletDb")
+    }
+}
+
+impl Store {
+    /// Opens the wallet writer's connection; `None` for an in-memory database, which no second
+    /// connection can reach.
+    pub fn wallet_db(&self) -> Result<Option<WalletDb>, StoreError> {
+        let Some(path) = &self.file else {
+            return Ok(None);
+        };
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(Duration::ZERO)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA wal_autocheckpoint = 0;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Some(WalletDb { conn }))
+    }
+}
+
+fn write_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            StoreError::Conflict
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+fn hold_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<HoldRow> {
+    Ok(HoldRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        workspace_id: r.get(2)?,
+        workspace_name: r.get(3)?,
+        node_id: r.get(4)?,
+        incarnation: r.get(5)?,
+        endpoint: r.get(6)?,
+        model: r.get(7)?,
+        subject: r.get(8)?,
+        amount_micro: r.get(9)?,
+        state: r.get(10)?,
+        created_at: r.get(11)?,
+        closed_at: r.get(12)?,
+    })
+}
+
+impl WalletDb {
+    /// `BEGIN IMMEDIATE`: takes the write lock now, or fails at once with
+    /// [`WalletDb::is_busy`] while another connection holds it.
+    pub fn begin(&self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
+    }
+
+    /// Whether `e` means another connection holds the write lock (try again later).
+    pub fn is_busy(e: &StoreError) -> bool {
+        matches!(e, StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::DatabaseBusy)
+    }
+
+    pub fn commit(&self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
+    /// Ends the transaction, if one is open, discarding its writes.
+    pub fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "wallet rollback failed");
+            }
+        }
+    }
+
+    /// The user's balance and newest ledger `seq` (0, 0 without entries).
+    pub fn balance(&self, user_id: &str) -> Result<(i64, i64), StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT balance_after_micro, seq FROM ledger WHERE user_id = ?1 \
+                 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .unwrap_or((0, 0)))
+    }
+
+    /// Sum of the user's open holds.
+    pub fn reserved(&self, user_id: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(amount_micro), 0) FROM ai_holds \
+                 WHERE user_id = ?1 AND state = 'open'",
+            )?
+            .query_row(params![user_id], |r| r.get(0))?)
+    }
+
+    pub fn insert_hold(&self, h: &HoldRow) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(concat!(
+                "INSERT INTO ai_holds (",
+                hold_cols!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ))?
+            .execute(params![
+                h.id,
+                h.user_id,
+                h.workspace_id,
+                h.workspace_name,
+                h.node_id,
+                h.incarnation,
+                h.endpoint,
+                h.model,
+                h.subject,
+                h.amount_micro,
+                h.state,
+                h.created_at,
+                h.closed_at
+            ])
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// The hold `id` if it is open.
+    pub fn open_hold(&self, id: &str) -> Result<Option<HoldRow>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                hold_cols!(),
+                " FROM ai_holds WHERE id = ?1 AND state = 'open'"
+            ))?
+            .query_row(params![id], hold_of)
+            .optional()?)
+    }
+
+    /// Moves an open hold to `state` (`settled` or `released`); false when it is not open.
+    pub fn close_hold(&self, id: &str, state: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE ai_holds SET state = ?1, closed_at = ?2 WHERE id = ?3 AND state = 'open'",
+            )?
+            .execute(params![state, now, id])?;
+        Ok(n == 1)
+    }
+
+    /// Appends a ledger entry (a second charge for one request is [`StoreError::Conflict`]).
+    pub fn insert_ledger(&self, e: &LedgerRow) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(concat!(
+                "INSERT INTO ledger (",
+                ledger_cols!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19)"
+            ))?
+            .execute(params![
+                e.id,
+                e.user_id,
+                e.seq,
+                e.kind,
+                e.amount_micro,
+                e.balance_after_micro,
+                e.period_start,
+                e.note,
+                e.created_at,
+                e.workspace_id,
+                e.workspace_name,
+                e.request_id,
+                e.endpoint,
+                e.model,
+                e.input_tokens,
+                e.output_tokens,
+                e.cost_usd,
+                e.estimated,
+                e.subject
+            ])
+            .map_err(write_err)?;
+        Ok(())
     }
 }
