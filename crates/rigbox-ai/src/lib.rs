@@ -259,7 +259,7 @@ async fn brave(
 /// others get a fresh one here.
 async fn request_id(mut resp: Response) -> Response {
     if !resp.headers().contains_key("x-rigbox-request-id") {
-        if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&proxy::new_request_id()) {
             resp.headers_mut().insert("x-rigbox-request-id", v);
         }
     }

@@ -92,6 +92,12 @@ impl ModelRoute {
 /// What the handler is waiting for: the response head (with its body), or an error.
 type Head = Result<Response, GatewayError>;
 
+/// A request ID (`X-Rigbox-Request-Id`, the hold's and the ledger's key): a UUIDv7, time-ordered,
+/// so the wallet's indexes on it grow at one end instead of touching a random page per insert.
+pub(crate) fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -276,7 +282,7 @@ impl AiProxy {
         headers: HeaderMap,
         body: Body,
     ) -> Response {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = new_request_id();
         let (tx, rx) = oneshot::channel();
         let id = request_id.clone();
         tokio::spawn(async move {
@@ -460,7 +466,7 @@ impl AiProxy {
         body: Body,
     ) -> Response {
         let filter_models = up == Upstream::OpenRouter && path == "models";
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = new_request_id();
         let result = async {
             let (base, key) = self.check_enabled(up)?;
             self.account(&caller).await?;
@@ -510,7 +516,7 @@ impl AiProxy {
         headers: HeaderMap,
         body: Body,
     ) -> Response {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = new_request_id();
         // In a task of its own, like model routes: a hold is never stranded by a client leaving.
         let task = tokio::spawn(self.brave_call(
             caller,

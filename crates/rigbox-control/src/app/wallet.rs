@@ -401,7 +401,8 @@ impl LedgerRow {
         now: i64,
     ) -> Self {
         LedgerRow {
-            id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered: the ledger's primary key grows at one end.
+            id: uuid::Uuid::now_v7().to_string(),
             user_id: user_id.to_owned(),
             seq,
             kind: kind.to_owned(),
