@@ -499,6 +499,11 @@ impl Platform {
         }
         self.app.shutdown();
         self.background.abort();
+        // Settlements already queued (their answers may have gone out) are committed before
+        // the store closes.
+        if let Err(e) = self.app.wallet_synced().await {
+            tracing::error!(error = %e, "wallet: queued settlements not committed at shutdown");
+        }
         self.app.store.close().await;
     }
 }

@@ -137,7 +137,8 @@ fn stopped() -> WalletError {
 }
 
 impl App {
-    /// Starts the wallet's writer task; it ends when every handle (and the App) is dropped.
+    /// Starts the wallet's writer task; it runs as long as the runtime (the App keeps its
+    /// queue for [`App::wallet_synced`]).
     pub fn start_wallet(self: &Arc<Self>) -> WalletHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         if self.wallet_queue.set(tx.clone()).is_err() {
