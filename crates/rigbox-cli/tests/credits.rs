@@ -144,10 +144,7 @@ async fn credits_ledger_and_usage_in_local_mode() {
     let app = tp.platform().app.clone();
     let me = tp.user("me@example.com").await;
     let key = me.token.clone().expect("key");
-    let uid = me.get("/auth/me").await.1["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let uid = me.user_id().await;
     let (s, w) = me.post("/workspaces", json!({"name": "alpha"})).await;
     assert_eq!(s, 201, "{w}");
     let ws = w["id"].as_str().expect("id").to_owned();
@@ -287,10 +284,7 @@ async fn credits_usage_and_proxy_inside_a_workspace() {
     let tp = TestPlatform::start().await;
     let app = tp.platform().app.clone();
     let me = tp.user("owner@example.com").await;
-    let uid = me.get("/auth/me").await.1["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let uid = me.user_id().await;
     let (s, w) = me
         .post(
             "/workspaces",

@@ -137,10 +137,7 @@ async fn credits_ledger_and_ai_usage() {
     let app = tp.platform().app.clone();
     let me = tp.user("me@example.com").await;
     let other = tp.user("other@example.com").await;
-    let uid = me.get("/auth/me").await.1["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let uid = me.user_id().await;
     let ws = workspace(&me, "alpha").await;
     let gone = "ws-deleted1";
 

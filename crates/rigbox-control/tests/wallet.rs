@@ -52,10 +52,7 @@ async fn setup() -> (TestPlatform, Arc<App>, Client, String, String, impl Wallet
     let tp = TestPlatform::start().await;
     let app = tp.platform().app.clone();
     let me = tp.user("me@example.com").await;
-    let uid = me.get("/auth/me").await.1["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let uid = me.user_id().await;
     let (s, w) = me.post("/workspaces", json!({"name": "alpha"})).await;
     assert_eq!(s, 201, "{w}");
     let ws = w["id"].as_str().expect("id").to_owned();

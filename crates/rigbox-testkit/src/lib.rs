@@ -52,6 +52,13 @@ pub struct Client {
 pub type Resp = (u16, Value);
 
 impl Client {
+    /// The signed-in user's ID (`GET /auth/me`).
+    pub async fn user_id(&self) -> String {
+        let (status, me) = self.get("/auth/me").await;
+        assert_eq!(status, 200, "{me}");
+        me["id"].as_str().expect("the user's id").to_owned()
+    }
+
     pub fn new(base: &str, token: Option<String>) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),

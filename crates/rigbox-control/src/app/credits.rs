@@ -284,10 +284,6 @@ impl App {
             ..LedgerRow::entry(user_id, seq, kind, new - old, new, now)
         };
         self.store.insert_ledger(&mut **tx, &entry).await?;
-        // The write lock is held until this transaction ends: the wallet writer, which caches
-        // balances, reads the version only once it holds that lock.
-        self.ledger_version
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 

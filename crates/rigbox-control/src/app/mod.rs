@@ -55,9 +55,6 @@ pub struct App {
     /// Bumped after every committed change that can alter an app route (see
     /// [`App::route_generation`]).
     pub(crate) route_generation: std::sync::atomic::AtomicU64,
-    /// Bumped inside every ledger write that is not the wallet writer's own, while it holds the
-    /// database's write lock (see `app/wallet.rs`, which caches balances).
-    pub(crate) ledger_version: std::sync::atomic::AtomicU64,
     /// The wallet writer's queue, once [`App::start_wallet`] ran (for [`App::wallet_synced`]).
     pub(crate) wallet_queue: std::sync::OnceLock<wallet::Queue>,
 }
@@ -92,7 +89,6 @@ impl App {
             node_signals,
             shutdown: Notify::new(),
             route_generation: std::sync::atomic::AtomicU64::new(0),
-            ledger_version: std::sync::atomic::AtomicU64::new(0),
             wallet_queue: std::sync::OnceLock::new(),
         })
     }

@@ -12,12 +12,12 @@
 //! The writer keeps each user's books (balance, last ledger `seq`, sum of open holds) and the
 //! open holds it knows in memory, so admission is decided without a query and a request costs
 //! one statement at reserve and two at settle. The books are a cache of committed state: they
-//! are dropped when a transaction fails, and when another ledger writer (monthly reset, plan
-//! change, adjustment: `credits.rs`) has committed, which it signals by bumping
-//! [`App::ledger_version`] while it holds the database's write lock; the writer reads that
-//! version after its own `BEGIN IMMEDIATE` has taken the lock, so it never builds on a stale
-//! balance. This assumes one wallet writer per database (one control plane, as in the
-//! one-machine mode).
+//! are dropped when a transaction fails, and when any other connection has committed since the
+//! writer's last transaction (SQLite's `data_version`, read once its own `BEGIN IMMEDIATE` holds
+//! the write lock): another ledger writer (monthly reset, plan change, an adjustment by the API
+//! or by `rigboxd admin` in another process) is never missed, so the writer never builds on a
+//! stale balance. This assumes one wallet writer per database (one control plane, as in the
+//! one-machine mode): the open-hold sums are the writer's alone.
 
 use super::credits::period_of;
 use super::App;
@@ -104,8 +104,8 @@ struct Writer {
     app: Arc<App>,
     db: WalletDb,
     books: HashMap<String, Books>,
-    /// The [`App::ledger_version`] `books` were read at.
-    books_version: u64,
+    /// The database's `data_version` the books were read at.
+    books_version: i64,
     /// Open holds by request ID, as written at reserve.
     known: HashMap<String, HoldRow>,
 }
@@ -190,7 +190,7 @@ impl Writer {
             app,
             db,
             books: HashMap::new(),
-            books_version: u64::MAX,
+            books_version: i64::MIN,
             known: HashMap::new(),
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -269,8 +269,8 @@ impl Writer {
 
     /// The jobs and the commit, under the write lock.
     fn locked(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
-        // Read under the write lock: a ledger writer that bumped it has committed.
-        let version = self.app.ledger_version.load(Ordering::Acquire);
+        // Read under the write lock: whatever another connection wrote is committed.
+        let version = self.db.data_version()?;
         if version != self.books_version {
             self.books.clear();
             self.books_version = version;

@@ -195,6 +195,15 @@ impl WalletDb {
         }
     }
 
+    /// SQLite's `data_version`: changes when another connection (of this process or another:
+    /// `rigboxd admin`, the API's pool) has committed since this connection last asked.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?)
+    }
+
     /// The user's balance and newest ledger `seq` (0, 0 without entries).
     pub fn balance(&self, user_id: &str) -> Result<(i64, i64), StoreError> {
         Ok(self
