@@ -1,6 +1,7 @@
 //! The wallet writer (`app/wallet.rs`) against the real store and the public credit reads: the
 //! balances it keeps in memory follow the other ledger writers, a settlement queued but not yet
-//! awaited is seen by every read that follows, a hold is closed once, one failing operation
+//! awaited is seen by every read that follows, a ledger write by another control plane over the
+//! same file is seen at once, a hold is closed once, one failing operation
 //! does not fail the others of its batch, and waiting for another writer's lock blocks nothing.
 
 use rigbox_control::App;
@@ -96,7 +97,7 @@ async fn the_writer_waits_for_another_writers_lock_without_blocking_its_thread()
 
 #[tokio::test]
 async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
-    let (_tp, app, me, uid, ws, wallet) = setup().await;
+    let (tp, app, me, uid, ws, wallet) = setup().await;
     let start = credits(&me).await["remaining_micro"]
         .as_i64()
         .expect("remaining");
@@ -123,8 +124,18 @@ async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
     assert_eq!(wallet.settle(charge("r1", 1_000)).await, Ok(false));
     assert_eq!(wallet.release("r1").await, Ok(false));
 
-    // Another ledger writer (an operator adjustment) moves the balance the writer admits from.
-    adjust(&app, &uid, -(start - 1_000)).await;
+    // Another ledger writer moves the balance the writer admits from: an operator adjustment
+    // by another control plane over the same file (as `rigboxd admin` does from its own
+    // process), then one by this one.
+    let other = App::new(
+        rigbox_control::Store::open_sqlite(&tp.data_dir().join("rigbox.db"))
+            .await
+            .expect("a second store on the file"),
+        app.config.clone(),
+        app.clock.clone(),
+        Vec::new(),
+    );
+    adjust(&other, &uid, -(start - 1_000)).await;
     assert_eq!(
         wallet.reserve(hold(&uid, &ws, "r3", 1)).await,
         Ok(Admission::Exhausted { available_micro: 0 })
