@@ -1,6 +1,8 @@
 //! All SQL of the control plane. The logic layer (`app/`) calls these functions and never writes
 //! SQL itself. Statements are portable (SQLite today, PostgreSQL next): `$N` placeholders,
-//! BIGINT microsecond times, no engine-specific functions.
+//! BIGINT microsecond times, no engine-specific functions. One exception: the credit wallet's
+//! writer has a synchronous SQLite connection of its own ([`WalletDb`], rusqlite, `?N`
+//! placeholders) for its per-request statements; see `wallet.rs`.
 
 mod apps;
 mod keys;
