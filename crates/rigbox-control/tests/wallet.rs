@@ -207,3 +207,18 @@ async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
         .collect();
     assert_eq!(charged, ["r1", "r6", "r8"]);
 }
+
+#[tokio::test]
+async fn without_a_database_file_holds_fail_and_reads_still_answer() {
+    // An in-memory database has no file for the writer's own connection: every hold is
+    // refused with an error, and a read's wait for queued settlements does not hang or fail.
+    let app = App::new(
+        rigbox_control::Store::open_memory().await.expect("store"),
+        rigbox_control::ControlConfig::default(),
+        Arc::new(rigbox_control::app::SystemClock),
+        Vec::new(),
+    );
+    let wallet = app.start_wallet();
+    assert!(wallet.reserve(hold("u", "w", "r1", 1)).await.is_err());
+    assert_eq!(app.wallet_synced().await, Ok(()));
+}

@@ -181,8 +181,13 @@ impl Writer {
                     }
                     _ => tracing::error!("wallet: needs a database file, not an in-memory one"),
                 }
-                // Every caller gets an error (its answer is dropped).
-                while rx.recv().await.is_some() {}
+                // Every hold operation gets an error (its answer is dropped); a read's sync
+                // has nothing to wait for.
+                while let Some(op) = rx.recv().await {
+                    if let Answer::Synced(tx) = op.answer {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
                 return;
             }
         };
