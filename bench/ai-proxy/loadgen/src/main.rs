@@ -44,26 +44,23 @@ struct Cli {
     mode: Mode,
 }
 
+/// What the sequential modes take.
+#[derive(Args)]
+struct Sequential {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long, default_value_t = 2000)]
+    n: usize,
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+}
+
 #[derive(Subcommand)]
 enum Mode {
     /// Sequential requests over one connection: time to the end of the response.
-    Latency {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 2000)]
-        n: usize,
-        #[arg(long, default_value_t = 100)]
-        warmup: usize,
-    },
+    Latency(Sequential),
     /// Sequential requests over one connection: time to the first body bytes.
-    Ttfb {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 2000)]
-        n: usize,
-        #[arg(long, default_value_t = 100)]
-        warmup: usize,
-    },
+    Ttfb(Sequential),
     /// `conns` connections in a closed loop for a fixed time: completed requests per second.
     Throughput {
         #[command(flatten)]
@@ -440,8 +437,8 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let threads = match &cli.mode {
-        Mode::Latency { target, .. }
-        | Mode::Ttfb { target, .. }
+        Mode::Latency(Sequential { target, .. })
+        | Mode::Ttfb(Sequential { target, .. })
         | Mode::Throughput { target, .. } => target.threads,
     };
     let rt = if threads <= 1 {
@@ -456,8 +453,12 @@ fn main() -> anyhow::Result<()> {
     };
     let out = rt.block_on(async {
         match &cli.mode {
-            Mode::Latency { target, n, warmup } => sequential(target, *n, *warmup, false).await,
-            Mode::Ttfb { target, n, warmup } => sequential(target, *n, *warmup, true).await,
+            Mode::Latency(Sequential { target, n, warmup }) => {
+                sequential(target, *n, *warmup, false).await
+            }
+            Mode::Ttfb(Sequential { target, n, warmup }) => {
+                sequential(target, *n, *warmup, true).await
+            }
             Mode::Throughput {
                 target,
                 conns,
