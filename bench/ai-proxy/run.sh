@@ -25,12 +25,15 @@
 #                               time, for the LiteLLM venv cached in ~/.cache/rigbox)
 # Knobs: ROUNDS (3), N requests per sequential run for direct and ours (2000; N_STREAM for
 # streams, 1000), N_LITELLM for LiteLLM (300), DURATION seconds per throughput run (5), CONNS
-# (32), LITELLM_WORKERS (2, one per core), PROFILE=1 (perf record rigboxd during one extra
-# throughput run of ours and print where its CPU goes).
+# (32), LITELLM_WORKERS (2, one per core), LITELLM=0 (leave LiteLLM out: a quick run of direct
+# and ours while working on the proxy; no ratio to LiteLLM), PROFILE=1 (perf record rigboxd during one extra
+# throughput run of ours and print where its CPU goes; PROFILE_OUT=FILE keeps perf.data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${ROUNDS:-3}" n="${N:-2000}" n_stream="${N_STREAM:-1000}" n_litellm="${N_LITELLM:-300}" duration="${DURATION:-5}"
-conns="${CONNS:-32}" workers="${LITELLM_WORKERS:-2}" profile="${PROFILE:-0}"
+conns="${CONNS:-32}" workers="${LITELLM_WORKERS:-2}" profile="${PROFILE:-0}" with_litellm="${LITELLM:-1}"
+sides="direct ours"
+[ "$with_litellm" = 1 ] && sides="$sides litellm"
 target="${CARGO_TARGET_DIR:-target}"
 litellm_pin='litellm[proxy]==1.81.13'
 model="openai/gpt-4o-mini"
@@ -42,6 +45,7 @@ done
 cargo build -q --release -p rigboxd -p rigbox-testkit -p rigbox-ai-loadgen --bins
 bin="$target/release"
 
+if [ "$with_litellm" = 1 ]; then
 # LiteLLM, pinned, in a cached venv (created in place under a lock: its scripts' shebangs).
 cache="${RIGBOX_CACHE:-$HOME/.cache/rigbox}"
 venv="$cache/venv-litellm-$(printf '%s\n' "$litellm_pin" | sha256sum | cut -c1-12)"
@@ -57,6 +61,7 @@ if [ ! -f "$venv/.rigbox-complete" ]; then
             printf '%s\n' "$litellm_pin" > "$venv/.rigbox-complete"
         fi
     ) 9>"$venv.lock"
+fi
 fi
 
 work="$(mktemp -d)"
@@ -132,6 +137,7 @@ for _ in $(seq 1 100); do [ "$(call GET "/workspaces/$id" | jq -r .status)" = ru
 lease="$(call GET "/workspaces/$id" | jq -r .ip_address)"
 case "$lease" in 172.16.0.*) local_ip="127.16.0.${lease##*.}" ;; *) echo "unexpected lease $lease" >&2; exit 1 ;; esac
 
+if [ "$with_litellm" = 1 ]; then
 # LiteLLM: one model, routed to the fake's OpenAI-compatible base with the fake's key.
 litellm_port="$(nsx python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cat > "$work/litellm.yaml" <<EOF
@@ -155,6 +161,7 @@ litellm_up() {
 for _ in $(seq 1 1500); do litellm_up && break; sleep 0.2; done
 litellm_up || { grep -v '^ ' "$work/litellm.log" | tail -30 >&2; echo "LiteLLM did not start" >&2; exit 1; }
 litellm_restarts="$(grep -c 'died' "$work/litellm.log" || true)"
+fi
 
 body='{"model":"'"$model"'","messages":[{"role":"user","content":"Say hello to everyone reading the proxy benchmark"}],"max_tokens":64}'
 # The proxy without its wallet, for where the time goes: Anthropic's count_tokens is relayed
@@ -181,7 +188,7 @@ loadgen() {
 n_of() { if [ "$1" = litellm ]; then echo "$n_litellm"; else echo "${2:-$n}"; fi; }
 
 # Every side answers, with usage (ours: its cost header is checked by the e2e tests).
-for side in direct ours litellm; do
+for side in $sides; do
     loadgen "$side" smoke 0 latency --n 3 --warmup 0 --body "$body" --expect '"completion_tokens"' >/dev/null
     loadgen "$side" smoke 0 ttfb --n 3 --warmup 0 --body "$stream_body" --expect 'data: [DONE]' >/dev/null
 done
@@ -194,16 +201,16 @@ fi
 
 for r in $(seq 1 "$rounds"); do
     echo "round $r"
-    for side in direct ours litellm; do
+    for side in $sides; do
         loadgen "$side" latency "$r" latency --n "$(n_of "$side")" --warmup 50 --body "$body" --expect '"completion_tokens"'
     done
     for side in direct_passthrough ours_passthrough; do
         loadgen "$side" latency "$r" latency --n "$n" --warmup 50 --body "$ct_body" --expect '"input_tokens"'
     done
-    for side in direct ours litellm; do
+    for side in $sides; do
         loadgen "$side" ttfb "$r" ttfb --n "$(n_of "$side" "$n_stream")" --warmup 50 --body "$stream_body" --expect 'data: [DONE]'
     done
-    for side in direct ours litellm; do
+    for side in $sides; do
         loadgen "$side" throughput "$r" throughput --conns "$conns" --secs "$duration" --warmup-secs 1 --body "$body" --expect '"completion_tokens"'
     done
 done
@@ -214,6 +221,7 @@ if [ "$profile" = 1 ]; then
     perf_pid=$!
     loadgen ours profile 0 throughput --conns "$conns" --secs "$duration" --warmup-secs 0.5 --body "$body" --expect '"completion_tokens"'
     wait "$perf_pid" || true
+    if [ -n "${PROFILE_OUT:-}" ]; then cp "$work/perf.data" "$PROFILE_OUT"; fi
     # perf's --stdio rows end in empty columns; strip them.
     report() { perf report -i "$work/perf.data" --stdio -g none "$@" 2>/dev/null | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | grep '%' || true; }
     echo "  rigboxd's CPU by thread (sqlx-sqlite-wor = SQLite connection threads):"
@@ -224,7 +232,9 @@ if [ "$profile" = 1 ]; then
     report --no-children --sort dso,symbol | head -20 | cut -c1-140 || true
 fi
 echo "load after: $(uptime)"
-echo "LiteLLM worker restarts: $litellm_restarts while starting, $(( $(grep -c 'died' "$work/litellm.log" || true) - litellm_restarts )) during the measurements"
+if [ "$with_litellm" = 1 ]; then
+    echo "LiteLLM worker restarts: $litellm_restarts while starting, $(( $(grep -c 'died' "$work/litellm.log" || true) - litellm_restarts )) during the measurements"
+fi
 
 # Every request through ours was settled exactly once: no open hold, one charge per hold.
 ours_requests="$(jq -s '[.[] | select(.side == "ours" and .kind != "smoke") | .ok + .errors + (.warmup_errors // 0)] | add' "$work/results.jsonl")"
@@ -248,7 +258,7 @@ summary='
   def r1: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
   def r2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
   def div($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b end;
-  def added($s; $kind; $f): (m($s; $kind; $f)) - (m("direct"; $kind; $f));
+  def added($s; $kind; $f): m($s; $kind; $f) as $a | m("direct"; $kind; $f) as $d | if $a == null or $d == null then null else $a - $d end;
 '
 jq -rs "$summary"'
   ["side", "latency_p50_us", "latency_p99_us", "ttfb_p50_us", "ttfb_p99_us", "stream_end_p50_us", "req/s", "loaded_p50_us", "loaded_p99_us", "errors"],
@@ -262,7 +272,7 @@ jq -rs "$summary"'
 echo
 jq -rs --arg rounds "$rounds" --arg conns "$conns" "$summary"'
   "medians of \($rounds) rounds; added = side - direct (µs); throughput with \($conns) connections",
-  (["ours", "litellm"][] as $s
+  (["ours", "litellm"][] as $s | select(m($s; "latency"; "p50_us") != null)
     | "  \($s) adds: latency p50 \(added($s; "latency"; "p50_us") | f0), p99 \(added($s; "latency"; "p99_us") | f0); ttfb p50 \(added($s; "ttfb"; "p50_us") | f0), p99 \(added($s; "ttfb"; "p99_us") | f0)"),
   "  target: ours adds < 200 µs at p50 and < 1000 µs at p99",
   "  ours without the wallet (count_tokens relayed unmetered) adds: latency p50 \(m("ours_passthrough"; "latency"; "p50_us") - m("direct_passthrough"; "latency"; "p50_us") | f0), p99 \(m("ours_passthrough"; "latency"; "p99_us") - m("direct_passthrough"; "latency"; "p99_us") | f0)",

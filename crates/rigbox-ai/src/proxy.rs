@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use rigbox_types::agent::BridgeCaller;
-use rigbox_types::wallet::{Account, Admission, Charge, Hold};
+use rigbox_types::wallet::{Account, Admission, Charge, Committed, Hold};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,11 +233,15 @@ impl AiProxy {
             })
     }
 
-    /// Reserves `amount` for the request, mapping a refusal to 402.
-    async fn reserve(&self, hold: Hold) -> Result<(), GatewayError> {
+    /// Reserves `amount` for the request, mapping a refusal to 402. Returns once admitted,
+    /// with the hold's commit to await before relaying anything (see [`Wallet::reserve`]).
+    ///
+    /// [`Wallet::reserve`]: rigbox_types::wallet::Wallet::reserve
+    async fn reserve(&self, hold: Hold) -> Result<Committed, GatewayError> {
         let estimate = hold.amount_micro;
-        match self.wallet.reserve(hold).await {
-            Ok(Admission::Admitted) => Ok(()),
+        let reservation = self.wallet.reserve(hold).await;
+        match reservation.as_ref().map(|r| r.admission) {
+            Ok(Admission::Admitted) => Ok(reservation.expect("matched Ok").committed),
             Ok(Admission::Exhausted { available_micro }) => Err(GatewayError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "credits_exhausted",
@@ -291,7 +295,7 @@ impl AiProxy {
                 .admit_model(route, &caller, &headers, body, &id)
                 .await
             {
-                Ok((job, req)) => job.run(req, tx).await,
+                Ok((job, req, committed)) => job.run(req, committed, tx).await,
                 Err(e) => {
                     let _ = tx.send(Err(e));
                 }
@@ -312,7 +316,7 @@ impl AiProxy {
         headers: &HeaderMap,
         body: Body,
         request_id: &str,
-    ) -> Result<(Job, reqwest::RequestBuilder), GatewayError> {
+    ) -> Result<(Job, reqwest::RequestBuilder, Committed), GatewayError> {
         let (base, key) = self.check_enabled(route.upstream())?;
         let account = self.account(caller).await?;
         let raw = self.read_body(body).await?;
@@ -388,23 +392,25 @@ impl AiProxy {
         if let Some(s) = &subject {
             self.check_subject(&account, s, &limits).await?;
         }
-        self.reserve(Hold {
-            request_id: request_id.to_owned(),
-            user_id: account.user_id.clone(),
-            workspace_id: caller.workspace_id.to_string(),
-            workspace_name: account.workspace_name.clone(),
-            node_id: self.node_id.clone(),
-            incarnation: self.incarnation.clone(),
-            endpoint: route.endpoint.to_owned(),
-            model: Some(model.clone()),
-            subject: subject.clone(),
-            amount_micro: estimate,
-        })
-        .await?;
+        let committed = self
+            .reserve(Hold {
+                request_id: request_id.to_owned(),
+                user_id: account.user_id.clone(),
+                workspace_id: caller.workspace_id.to_string(),
+                workspace_name: account.workspace_name.clone(),
+                node_id: self.node_id.clone(),
+                incarnation: self.incarnation.clone(),
+                endpoint: route.endpoint.to_owned(),
+                model: Some(model.clone()),
+                subject: subject.clone(),
+                amount_micro: estimate,
+            })
+            .await?;
 
         let fwd = match forward_headers(headers, route.upstream(), &key) {
             Ok(h) => h,
             Err(e) => {
+                drop(committed);
                 self.release(request_id).await;
                 return Err(e);
             }
@@ -428,7 +434,7 @@ impl AiProxy {
             .headers(fwd)
             .header(header::CONTENT_TYPE, "application/json")
             .body(new_body);
-        Ok((job, req))
+        Ok((job, req, committed))
     }
 
     /// Releases a hold, logging a failure (the reconciler is the safety net).
@@ -548,24 +554,37 @@ impl AiProxy {
             let account = self.account(&caller).await?;
             let body = self.read_body(body).await?;
             let micro = usd_to_micro(usd);
-            self.reserve(Hold {
-                request_id: request_id.clone(),
-                user_id: account.user_id.clone(),
-                workspace_id: caller.workspace_id.to_string(),
-                workspace_name: account.workspace_name.clone(),
-                node_id: self.node_id.clone(),
-                incarnation: self.incarnation.clone(),
-                endpoint: "/brave".into(),
-                model: None,
-                subject: None,
-                amount_micro: micro,
-            })
-            .await?;
-            let fwd = forward_headers(&headers, Upstream::Brave, &key)?;
+            let committed = self
+                .reserve(Hold {
+                    request_id: request_id.clone(),
+                    user_id: account.user_id.clone(),
+                    workspace_id: caller.workspace_id.to_string(),
+                    workspace_name: account.workspace_name.clone(),
+                    node_id: self.node_id.clone(),
+                    incarnation: self.incarnation.clone(),
+                    endpoint: "/brave".into(),
+                    model: None,
+                    subject: None,
+                    amount_micro: micro,
+                })
+                .await?;
+            let fwd = match forward_headers(&headers, Upstream::Brave, &key) {
+                Ok(h) => h,
+                Err(e) => {
+                    drop(committed);
+                    self.release(&request_id).await;
+                    return Err(e);
+                }
+            };
             let url = format!("{base}/{path_and_query}");
-            let outcome = self
-                .fetch(self.http.request(method, url).headers(fwd).body(body))
-                .await;
+            let (outcome, committed) = tokio::join!(
+                self.fetch(self.http.request(method, url).headers(fwd).body(body)),
+                committed
+            );
+            if let Err(e) = committed {
+                tracing::error!(request_id, error = %e, "cannot commit a hold");
+                return Err(GatewayError::internal());
+            }
             match outcome {
                 Ok((status, head, bytes)) if status.is_success() => {
                     self.settle(Charge {
@@ -738,9 +757,22 @@ impl Job {
         }
     }
 
-    async fn run(self, req: reqwest::RequestBuilder, head: oneshot::Sender<Head>) {
+    /// Forwards `req` while the hold commits (`committed`), then relays the answer.
+    async fn run(
+        self,
+        req: reqwest::RequestBuilder,
+        committed: Committed,
+        head: oneshot::Sender<Head>,
+    ) {
         let p = self.proxy.clone();
-        let resp = match p.send(req).await {
+        let (sent, committed) = tokio::join!(p.send(req), committed);
+        if let Err(e) = committed {
+            // Nothing was relayed and no hold exists: the answer is dropped.
+            tracing::error!(request_id = %self.request_id, error = %e, "cannot commit a hold");
+            let _ = head.send(Err(GatewayError::internal()));
+            return;
+        }
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 p.release(&self.request_id).await;
@@ -851,6 +883,8 @@ impl Job {
                 let _ = tx.send(rest).await;
             }
         }
+        // The client's stream ends here, not after the commit.
+        drop(tx);
         match settled {
             Some(settled) => settled.await,
             None => {

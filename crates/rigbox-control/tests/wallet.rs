@@ -6,7 +6,7 @@
 
 use rigbox_control::App;
 use rigbox_testkit::{Client, TestPlatform};
-use rigbox_types::wallet::{Admission, Charge, Hold, Wallet};
+use rigbox_types::wallet::{Admission, Charge, Hold, Wallet, WalletError};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -23,6 +23,11 @@ fn hold(user: &str, ws: &str, id: &str, amount_micro: i64) -> Hold {
         subject: None,
         amount_micro,
     }
+}
+
+/// Reserves and waits for the hold's commit.
+async fn reserve(wallet: &(impl Wallet + ?Sized), hold: Hold) -> Result<Admission, WalletError> {
+    wallet.reserve(hold).await?.durable().await
 }
 
 fn charge(id: &str, cost_micro: i64) -> Charge {
@@ -57,14 +62,14 @@ async fn setup() -> (TestPlatform, Arc<App>, Client, String, String, impl Wallet
     let (s, w) = me.post("/workspaces", json!({"name": "alpha"})).await;
     assert_eq!(s, 201, "{w}");
     let ws = w["id"].as_str().expect("id").to_owned();
-    let wallet = app.start_wallet();
+    let wallet = app.wallet();
     (tp, app, me, uid, ws, wallet)
 }
 
 #[tokio::test]
-async fn the_writer_waits_for_another_writers_lock_without_blocking_its_thread() {
-    // One thread: were the writer to block it while waiting for the lock, the transaction
-    // holding the lock could never commit.
+async fn the_writer_waits_for_another_writers_lock_without_blocking_the_runtime() {
+    // A one-thread runtime: were the writer to block it while waiting for the lock, the
+    // transaction holding the lock could never commit.
     let (_tp, app, _me, uid, ws, wallet) = setup().await;
     let wallet = Arc::new(wallet);
     let mut tx = app.store.begin().await.expect("tx");
@@ -74,7 +79,7 @@ async fn the_writer_waits_for_another_writers_lock_without_blocking_its_thread()
         .expect("write lock");
     let w = wallet.clone();
     let (u, id) = (uid.clone(), ws.clone());
-    let pending = tokio::spawn(async move { w.reserve(hold(&u, &id, "r1", 1)).await });
+    let pending = tokio::spawn(async move { reserve(w.as_ref(), hold(&u, &id, "r1", 1)).await });
     let asleep = std::time::Instant::now();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(
@@ -105,11 +110,11 @@ async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
 
     // Everything available is reserved; nothing is left for another hold.
     assert_eq!(
-        wallet.reserve(hold(&uid, &ws, "r1", start)).await,
+        reserve(&wallet, hold(&uid, &ws, "r1", start)).await,
         Ok(Admission::Admitted)
     );
     assert_eq!(
-        wallet.reserve(hold(&uid, &ws, "r2", 1)).await,
+        reserve(&wallet, hold(&uid, &ws, "r2", 1)).await,
         Ok(Admission::Exhausted { available_micro: 0 })
     );
     let c = credits(&me).await;
@@ -137,26 +142,26 @@ async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
     );
     adjust(&other, &uid, -(start - 1_000)).await;
     assert_eq!(
-        wallet.reserve(hold(&uid, &ws, "r3", 1)).await,
+        reserve(&wallet, hold(&uid, &ws, "r3", 1)).await,
         Ok(Admission::Exhausted { available_micro: 0 })
     );
     adjust(&app, &uid, 500).await;
     assert_eq!(
-        wallet.reserve(hold(&uid, &ws, "r4", 501)).await,
+        reserve(&wallet, hold(&uid, &ws, "r4", 501)).await,
         Ok(Admission::Insufficient {
             available_micro: 500,
             estimate_micro: 501
         })
     );
     assert_eq!(
-        wallet.reserve(hold(&uid, &ws, "r5", 500)).await,
+        reserve(&wallet, hold(&uid, &ws, "r5", 500)).await,
         Ok(Admission::Admitted)
     );
     // A released hold gives its funds back; a settlement above the hold takes the balance
     // below zero.
     assert_eq!(wallet.release("r5").await, Ok(true));
     assert_eq!(
-        wallet.reserve(hold(&uid, &ws, "r6", 500)).await,
+        reserve(&wallet, hold(&uid, &ws, "r6", 500)).await,
         Ok(Admission::Admitted)
     );
     assert_eq!(wallet.settle(charge("r6", 800)).await, Ok(true));
@@ -166,11 +171,15 @@ async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
 
     // One operation that fails (a hold for a user that does not exist) fails alone, even
     // queued in the same batch as others.
+    // Admission is answered before the hold commits: the bad hold is admitted (it reserves
+    // nothing) and its commit fails.
     let (bad, good) = tokio::join!(
         wallet.reserve(hold("no-such-user", &ws, "r7", 0)),
-        wallet.reserve(hold(&uid, &ws, "r8", 0)),
+        reserve(&wallet, hold(&uid, &ws, "r8", 0)),
     );
-    assert!(bad.is_err(), "{bad:?}");
+    let bad = bad.expect("decided");
+    assert_eq!(bad.admission, Admission::Admitted);
+    assert!(bad.committed.await.is_err(), "the hold was written");
     assert_eq!(good, Ok(Admission::Admitted));
     assert_eq!(wallet.settle(charge("r8", 0)).await, Ok(true));
 
@@ -218,7 +227,7 @@ async fn without_a_database_file_holds_fail_and_reads_still_answer() {
         Arc::new(rigbox_control::app::SystemClock),
         Vec::new(),
     );
-    let wallet = app.start_wallet();
-    assert!(wallet.reserve(hold("u", "w", "r1", 1)).await.is_err());
+    let wallet = app.wallet();
+    assert!(reserve(&wallet, hold("u", "w", "r1", 1)).await.is_err());
     assert_eq!(app.wallet_synced().await, Ok(()));
 }

@@ -14,6 +14,32 @@ use std::pin::Pin;
 /// The outcome of a queued settlement (see [`Wallet::settle`]).
 pub type Settlement = Pin<Box<dyn Future<Output = Result<bool, WalletError>> + Send>>;
 
+/// The commit of an admitted hold (see [`Wallet::reserve`]).
+pub type Committed = Pin<Box<dyn Future<Output = Result<(), WalletError>> + Send>>;
+
+/// An admission decision and the commit of its hold (see [`Wallet::reserve`]).
+pub struct Reservation {
+    pub admission: Admission,
+    /// Resolves once the hold is committed (at once when the request was refused).
+    pub committed: Committed,
+}
+
+impl Reservation {
+    /// Waits for the hold's commit: the admission, once it is durable.
+    pub async fn durable(self) -> Result<Admission, WalletError> {
+        self.committed.await?;
+        Ok(self.admission)
+    }
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("admission", &self.admission)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Who pays for a workspace's requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -85,8 +111,12 @@ pub trait Wallet: Send + Sync + 'static {
     /// The owner of `workspace`, or `None` when it does not exist (any more).
     async fn account(&self, workspace: &WorkspaceId) -> Result<Option<Account>, WalletError>;
     /// Creates the hold if the owner's available funds cover it (an amount of 0 is always
-    /// admitted), atomically with respect to every other hold.
-    async fn reserve(&self, hold: Hold) -> Result<Admission, WalletError>;
+    /// admitted), atomically with respect to every other hold. Returns once admission is
+    /// decided; the hold is durable when the reservation's `committed` resolves. The caller
+    /// may call the upstream meanwhile (the commit overlaps the upstream's round trip) but
+    /// relays nothing of its answer before the hold is committed: a client never gets an
+    /// answer whose hold a crash could lose.
+    async fn reserve(&self, hold: Hold) -> Result<Reservation, WalletError>;
     /// Settles an open hold at `charge.cost_micro` and writes its ledger entry. The settlement
     /// is queued before this returns, so the caller can answer its client without waiting for
     /// the commit while every wallet read ordered after the call still sees the charge; the

@@ -367,11 +367,8 @@ impl Platform {
         let background = app.spawn_background();
 
         // The AI proxy, charging the control plane's wallet.
-        let ai = rigbox_ai::AiProxy::new(
-            cfg.ai.clone(),
-            Arc::new(app.start_wallet()),
-            &cfg.node.node_id,
-        )?;
+        let ai =
+            rigbox_ai::AiProxy::new(cfg.ai.clone(), Arc::new(app.wallet()), &cfg.node.node_id)?;
         let ai_task = ai.spawn_background();
 
         // The bridge service: inside the node namespace, where VMs reach it (QEMU), or on

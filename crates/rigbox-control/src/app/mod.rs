@@ -55,7 +55,7 @@ pub struct App {
     /// Bumped after every committed change that can alter an app route (see
     /// [`App::route_generation`]).
     pub(crate) route_generation: std::sync::atomic::AtomicU64,
-    /// The wallet writer's queue, once [`App::start_wallet`] ran (for [`App::wallet_synced`]).
+    /// The wallet writer's queue, once [`App::wallet`] was first called (for [`App::wallet_synced`]).
     pub(crate) wallet_queue: std::sync::OnceLock<wallet::Queue>,
 }
 

@@ -1,13 +1,18 @@
 //! The credit wallet's write side for the AI proxy (bridge-and-ai.md §8): holds at admission,
 //! settlement with its ledger charge, release, and the reconciler of orphaned holds.
 //!
-//! One writer task applies every hold operation, in batches: it takes what is queued, runs it
-//! all in one `BEGIN IMMEDIATE` transaction and answers each caller after the commit (group
-//! commit). A hold moves out of `open` through a conditional update, so it is settled or
-//! released exactly once whoever tries. The statements run inline on the writer task's thread
-//! ([`WalletDb`], a few µs each; a batch larger than [`INLINE_BATCH`] moves off the runtime's
-//! core with `block_in_place`), so an operation costs no hand-off between threads beyond the
-//! tasks' own wake-ups.
+//! One writer applies every hold operation, in batches: it takes what is queued, runs it all
+//! in one `BEGIN IMMEDIATE` transaction and answers each caller after the commit (group
+//! commit). Admission is the exception: it is decided first, under the write lock, and answered
+//! at once, so the proxy calls the upstream while the hold commits; the proxy relays nothing
+//! before that commit. Settlements alone wait up to [`SETTLE_WAIT`] for company (the next
+//! request's hold, usually), so a client sending one request at a time costs one commit per
+//! request. A hold moves out of `open` through a conditional update, so it is settled or
+//! released exactly once whoever tries.
+//!
+//! The writer is a thread of its own with a synchronous connection ([`WalletDb`]): a commit
+//! writes a dozen WAL pages (~0.1 ms here), which on a runtime worker would hold up every task
+//! queued behind it, the proxied requests' own included.
 //!
 //! The writer keeps each user's books (balance, last ledger `seq`, sum of open holds) and the
 //! open holds it knows in memory, so admission is decided without a query and a request costs
@@ -20,23 +25,24 @@
 //! one-machine mode): the open-hold sums are the writer's alone.
 
 use super::credits::period_of;
-use super::App;
-use crate::store::{HoldRow, LedgerRow, StoreError, WalletDb};
+use super::{App, Clock};
+use crate::store::{HoldRow, LedgerRow, Store, StoreError, WalletDb};
 use rigbox_types::wallet::{
-    Account, Admission, Charge, Hold, Settlement, SubjectUse, Wallet, WalletError,
+    Account, Admission, Charge, Hold, Reservation, Settlement, SubjectUse, Wallet, WalletError,
 };
 use rigbox_types::WorkspaceId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 256;
-/// Batches up to this size run on the writer task's thread as they are (tens of µs); larger
-/// ones in `block_in_place` (on a multi-threaded runtime), so other tasks move to another core.
-const INLINE_BATCH: usize = 16;
+/// How long a batch of settlements alone waits for more operations before it commits (its
+/// callers have answered their clients; the holds it closes are durable meanwhile).
+const SETTLE_WAIT: Duration = Duration::from_millis(1);
 /// How long the writer waits before trying again for the write lock another connection holds.
 const BUSY_RETRY: Duration = Duration::from_micros(500);
 /// Operations between passive WAL checkpoints (a request writes ~12 WAL pages).
@@ -49,7 +55,7 @@ const ACCOUNT_TTL: Duration = Duration::from_secs(2);
 
 /// The writer's queue (unbounded: every caller waits for its answer, so it holds at most one
 /// operation per request in flight).
-pub(crate) type Queue = mpsc::UnboundedSender<Op>;
+pub(crate) type Queue = mpsc::Sender<Op>;
 
 /// One queued operation and where its answer goes.
 pub(crate) struct Op {
@@ -58,7 +64,12 @@ pub(crate) struct Op {
 }
 
 enum Job {
-    Reserve(Hold),
+    /// `admitted` once decided: a hold retried after its batch failed is written without
+    /// deciding again (its caller may be calling the upstream already).
+    Reserve {
+        hold: Hold,
+        admitted: Option<bool>,
+    },
     Settle(Charge),
     Release(String),
     /// Nothing to write: answered once everything queued before it is committed.
@@ -66,13 +77,17 @@ enum Job {
 }
 
 enum Answer {
-    Admission(oneshot::Sender<Result<Admission, WalletError>>),
+    /// The decision, sent before the commit, and the commit.
+    Admission {
+        decided: Option<oneshot::Sender<Result<Admission, WalletError>>>,
+        committed: oneshot::Sender<Result<(), WalletError>>,
+    },
     Closed(oneshot::Sender<Result<bool, WalletError>>),
     Synced(oneshot::Sender<Result<(), WalletError>>),
 }
 
 enum Outcome {
-    Admission(Admission),
+    Committed,
     Closed(bool),
     Synced,
 }
@@ -81,7 +96,9 @@ impl Answer {
     fn send(self, outcome: Outcome) {
         // A caller that went away does not need its answer.
         match (self, outcome) {
-            (Answer::Admission(tx), Outcome::Admission(a)) => drop(tx.send(Ok(a))),
+            (Answer::Admission { committed, .. }, Outcome::Committed) => {
+                drop(committed.send(Ok(())))
+            }
             (Answer::Closed(tx), Outcome::Closed(b)) => drop(tx.send(Ok(b))),
             (Answer::Synced(tx), Outcome::Synced) => drop(tx.send(Ok(()))),
             _ => unreachable!("every job has its own kind of answer"),
@@ -99,9 +116,9 @@ struct Books {
     reserved: i64,
 }
 
-/// The writer task's state; everything but `app` and `conn` is a cache of the store.
+/// The writer thread's state; everything but `clock` and `db` is a cache of the store.
 struct Writer {
-    app: Arc<App>,
+    clock: Arc<dyn Clock>,
     db: WalletDb,
     books: HashMap<String, Books>,
     /// The database's `data_version` the books were read at.
@@ -137,17 +154,29 @@ fn stopped() -> WalletError {
 }
 
 impl App {
-    /// Starts the wallet's writer task; it runs as long as the runtime (the App keeps its
-    /// queue for [`App::wallet_synced`]).
-    pub fn start_wallet(self: &Arc<Self>) -> WalletHandle {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if self.wallet_queue.set(tx.clone()).is_err() {
-            tracing::warn!("a second wallet writer was started");
-        }
-        tokio::spawn(Writer::run(self.clone(), rx));
+    /// The wallet. Its writer thread starts on the first call (within a Tokio runtime, which
+    /// runs its WAL checkpoints) and stops once every handle and the App are gone; every
+    /// handle shares it (one writer per App, which keeps its queue for [`App::wallet_synced`]).
+    pub fn wallet(self: &Arc<Self>) -> WalletHandle {
+        let ops = self
+            .wallet_queue
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::channel();
+                let (store, clock) = (self.store.clone(), self.clock.clone());
+                let rt = tokio::runtime::Handle::current();
+                let spawned = std::thread::Builder::new()
+                    .name("rigbox-wallet".into())
+                    .spawn(move || Writer::run(store, clock, rt, rx));
+                if let Err(e) = spawned {
+                    // Every operation then fails (its answer is dropped with the queue).
+                    tracing::error!(error = %e, "wallet: cannot start its writer thread");
+                }
+                tx
+            })
+            .clone();
         WalletHandle {
             app: self.clone(),
-            ops: tx,
+            ops,
             accounts: Arc::default(),
         }
     }
@@ -171,8 +200,13 @@ impl App {
 }
 
 impl Writer {
-    async fn run(app: Arc<App>, mut rx: mpsc::UnboundedReceiver<Op>) {
-        let db = match app.store.wallet_db() {
+    fn run(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        rt: tokio::runtime::Handle,
+        rx: mpsc::Receiver<Op>,
+    ) {
+        let db = match store.wallet_db() {
             Ok(Some(db)) => db,
             outcome => {
                 match outcome {
@@ -183,7 +217,7 @@ impl Writer {
                 }
                 // Every hold operation gets an error (its answer is dropped); a read's sync
                 // has nothing to wait for.
-                while let Some(op) = rx.recv().await {
+                while let Ok(op) = rx.recv() {
                     if let Answer::Synced(tx) = op.answer {
                         let _ = tx.send(Ok(()));
                     }
@@ -192,7 +226,7 @@ impl Writer {
             }
         };
         let mut w = Writer {
-            app,
+            clock,
             db,
             books: HashMap::new(),
             books_version: i64::MIN,
@@ -201,17 +235,33 @@ impl Writer {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut since_checkpoint = 0usize;
         let checkpointing = Arc::new(AtomicBool::new(false));
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let take_queued = |batch: &mut Vec<Op>| {
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+        };
+        while let Ok(op) = rx.recv() {
+            batch.push(op);
+            take_queued(&mut batch);
+            if batch.len() < MAX_BATCH && batch.iter().all(|op| matches!(op.job, Job::Settle(_))) {
+                if let Ok(op) = rx.recv_timeout(SETTLE_WAIT) {
+                    batch.push(op);
+                    take_queued(&mut batch);
+                }
+            }
             since_checkpoint += batch.len();
-            w.apply_batch(std::mem::take(&mut batch)).await;
+            w.apply_batch(std::mem::take(&mut batch));
             // The writer never checkpoints in its commits: a passive checkpoint runs beside it
             // every few hundred operations, one at a time.
             if since_checkpoint >= CHECKPOINT_EVERY && !checkpointing.swap(true, Ordering::AcqRel) {
                 since_checkpoint = 0;
-                let app = w.app.clone();
+                let store = store.clone();
                 let flag = checkpointing.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = app.store.checkpoint().await {
+                rt.spawn(async move {
+                    if let Err(e) = store.checkpoint().await {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
                     flag.store(false, Ordering::Release);
@@ -223,20 +273,22 @@ impl Writer {
     /// Applies a batch in one transaction and answers after the commit. When it fails, each
     /// operation is tried again in a transaction of its own, so one bad operation (a hold for a
     /// user deleted meanwhile) fails alone; its caller gets an error.
-    async fn apply_batch(&mut self, batch: Vec<Op>) {
-        let (jobs, answers): (Vec<Job>, Vec<Answer>) =
-            batch.into_iter().map(|op| (op.job, op.answer)).unzip();
-        match self.apply(&jobs).await {
-            Ok(outcomes) => answers
+    fn apply_batch(&mut self, mut batch: Vec<Op>) {
+        match self.apply(&mut batch) {
+            Ok(outcomes) => batch
                 .into_iter()
                 .zip(outcomes)
-                .for_each(|(a, o)| a.send(o)),
+                .for_each(|(op, o)| op.answer.send(o)),
             Err(e) => {
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops = jobs.len(), "wallet transaction failed");
-                if jobs.len() > 1 {
-                    for (job, answer) in jobs.into_iter().zip(answers) {
-                        match self.apply(std::slice::from_ref(&job)).await {
-                            Ok(mut o) => answer.send(o.remove(0)),
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops = batch.len(), "wallet transaction failed");
+                if batch.len() > 1 {
+                    for op in batch {
+                        let mut one = [op];
+                        match self.apply(&mut one) {
+                            Ok(mut o) => {
+                                let [op] = one;
+                                op.answer.send(o.remove(0))
+                            }
                             Err(e) => {
                                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "wallet operation failed")
                             }
@@ -247,23 +299,17 @@ impl Writer {
         }
     }
 
-    /// One transaction: waits (without blocking its thread) for the write lock, then runs and
-    /// commits synchronously. On failure it is rolled back and the caches are dropped with it.
-    async fn apply(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    /// One transaction: waits for the write lock, decides the holds, writes and commits. On
+    /// failure it is rolled back and the caches are dropped with it.
+    fn apply(&mut self, ops: &mut [Op]) -> Result<Vec<Outcome>, StoreError> {
         loop {
             match self.db.begin() {
                 Ok(()) => break,
-                Err(e) if WalletDb::is_busy(&e) => tokio::time::sleep(BUSY_RETRY).await,
+                Err(e) if WalletDb::is_busy(&e) => std::thread::sleep(BUSY_RETRY),
                 Err(e) => return Err(e),
             }
         }
-        let multi_threaded = tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::MultiThread;
-        let result = if jobs.len() > INLINE_BATCH && multi_threaded {
-            tokio::task::block_in_place(|| self.locked(jobs))
-        } else {
-            self.locked(jobs)
-        };
+        let result = self.decide(ops).and_then(|()| self.write(ops));
         if result.is_err() {
             self.db.rollback();
             self.books.clear();
@@ -272,19 +318,40 @@ impl Writer {
         result
     }
 
-    /// The jobs and the commit, under the write lock.
-    fn locked(&mut self, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    /// Decides every hold of the batch, under the write lock, and answers each at once.
+    fn decide(&mut self, ops: &mut [Op]) -> Result<(), StoreError> {
         // Read under the write lock: whatever another connection wrote is committed.
         let version = self.db.data_version()?;
         if version != self.books_version {
             self.books.clear();
             self.books_version = version;
         }
-        let now = self.app.now();
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            outcomes.push(match job {
-                Job::Reserve(h) => Outcome::Admission(self.reserve(h, now)?),
+        for op in ops.iter_mut() {
+            if let Job::Reserve { hold, admitted } = &mut op.job {
+                let admission = self.admit(hold, *admitted)?;
+                *admitted = Some(admission == Admission::Admitted);
+                if let Answer::Admission { decided, .. } = &mut op.answer {
+                    if let Some(tx) = decided.take() {
+                        let _ = tx.send(Ok(admission));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every write of the batch, in queue order, and the commit.
+    fn write(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+        let now = self.clock.now_micros();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            outcomes.push(match &op.job {
+                Job::Reserve { hold, admitted } => {
+                    if *admitted == Some(true) {
+                        self.write_hold(hold, now)?;
+                    }
+                    Outcome::Committed
+                }
                 Job::Settle(c) => Outcome::Closed(self.settle(c, now)?),
                 Job::Release(id) => Outcome::Closed(self.release(id, now)?),
                 Job::Sync => Outcome::Synced,
@@ -320,11 +387,20 @@ impl Writer {
         }
     }
 
-    fn reserve(&mut self, h: &Hold, now: i64) -> Result<Admission, StoreError> {
+    /// Decides a hold and counts it as reserved when admitted; `decided` is an earlier
+    /// decision (the hold's batch failed), which stands.
+    fn admit(&mut self, h: &Hold, decided: Option<bool>) -> Result<Admission, StoreError> {
         let amount = h.amount_micro.max(0);
-        if amount > 0 {
-            let b = self.books_of(&h.user_id)?;
-            let available = b.balance - b.reserved;
+        if decided == Some(false) {
+            // Refused before: nothing to write, and the caller has its answer.
+            return Ok(Admission::Exhausted { available_micro: 0 });
+        }
+        if amount == 0 {
+            return Ok(Admission::Admitted);
+        }
+        let b = self.books_of(&h.user_id)?;
+        let available = b.balance - b.reserved;
+        if decided.is_none() {
             if available <= 0 {
                 return Ok(Admission::Exhausted {
                     available_micro: available,
@@ -337,16 +413,19 @@ impl Writer {
                 });
             }
         }
+        b.reserved += amount;
+        Ok(Admission::Admitted)
+    }
+
+    /// Writes an admitted hold.
+    fn write_hold(&mut self, h: &Hold, now: i64) -> Result<(), StoreError> {
         let row = HoldRow::open(h, now);
         self.db.insert_hold(&row)?;
-        if let Some(b) = self.books.get_mut(&h.user_id) {
-            b.reserved += amount;
-        }
         if self.known.len() >= MAX_KNOWN_HOLDS {
             self.known.clear();
         }
         self.known.insert(row.id.clone(), row);
-        Ok(Admission::Admitted)
+        Ok(())
     }
 
     /// Settles an open hold and writes its charge; false when it was not open.
@@ -482,8 +561,24 @@ impl Wallet for WalletHandle {
         Ok(account)
     }
 
-    async fn reserve(&self, hold: Hold) -> Result<Admission, WalletError> {
-        answer(self.queue(Job::Reserve(hold), Answer::Admission)).await
+    async fn reserve(&self, hold: Hold) -> Result<Reservation, WalletError> {
+        let (decided, decision) = oneshot::channel();
+        let (committed, commit) = oneshot::channel();
+        // When the writer has stopped, `decision` reports it (its sender is dropped with the op).
+        let _ = self.ops.send(Op {
+            job: Job::Reserve {
+                hold,
+                admitted: None,
+            },
+            answer: Answer::Admission {
+                decided: Some(decided),
+                committed,
+            },
+        });
+        Ok(Reservation {
+            admission: answer(decision).await?,
+            committed: Box::pin(answer(commit)),
+        })
     }
 
     fn settle(&self, charge: Charge) -> Settlement {
@@ -507,17 +602,23 @@ impl Wallet for WalletHandle {
             .orphaned_holds(self.app.store.pool(), node_id, incarnation, before)
             .await
             .map_err(store_err)?;
+        // All queued first: they commit together.
+        let pending: Vec<Settlement> = holds
+            .into_iter()
+            .map(|hold| {
+                self.settle(Charge {
+                    request_id: hold.id,
+                    cost_micro: hold.amount_micro,
+                    cost_usd: None,
+                    input_tokens: None,
+                    output_tokens: None,
+                    estimated: true,
+                })
+            })
+            .collect();
         let mut settled = 0;
-        for hold in holds {
-            let charge = Charge {
-                request_id: hold.id,
-                cost_micro: hold.amount_micro,
-                cost_usd: None,
-                input_tokens: None,
-                output_tokens: None,
-                estimated: true,
-            };
-            if self.settle(charge).await? {
+        for p in pending {
+            if p.await? {
                 settled += 1;
             }
         }

@@ -104,10 +104,10 @@ impl Store {
 }
 
 /// The wallet writer's own connection to the database file: synchronous, so its statements run
-/// on the caller's thread. It never waits for the write lock (`busy_timeout = 0`:
-/// [`WalletDb::begin`] reports [`WalletDb::is_busy`] and the caller retries without blocking
-/// its thread) and never checkpoints inside a commit (`wal_autocheckpoint = 0`; see
-/// [`Store::checkpoint`]). Its page cache (64 MiB) stays warm between its transactions.
+/// on the caller's thread. It never waits for the write lock itself (`busy_timeout = 0`:
+/// [`WalletDb::begin`] reports [`WalletDb::is_busy`] and the caller retries when it sees fit,
+/// sooner than SQLite's own busy handler would) and never checkpoints inside a commit
+/// (`wal_autocheckpoint = 0`; see [`Store::checkpoint`]). Its page cache (64 MiB) stays warm between its transactions.
 pub struct WalletDb {
     conn: rusqlite::Connection,
 }
