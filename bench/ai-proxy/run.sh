@@ -76,6 +76,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+. bench/lib.sh
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 [ "$(ip -n "$ns" -o link | wc -l)" = 1 ] || { echo "the namespace has more than lo" >&2; exit 1; }
@@ -115,26 +116,13 @@ output_usd_per_mtok = 0.6
 base_url = "$fake_anthropic"
 api_key = "sk-ant-fake"
 EOF
-ip netns exec "$ns" "$bin/rigboxd" up --vmm sim --tls off --http-port 0 --ssh-port 0 \
-    --config "$work/rigboxd.toml" --data-dir "$work/data" > "$work/rigboxd.log" 2>&1 &
-rigboxd_pid=$!
-pids+=($rigboxd_pid)
-for _ in $(seq 1 300); do [ -f "$work/data/ready.json" ] && break; sleep 0.1; done
-[ -f "$work/data/ready.json" ] || { cat "$work/rigboxd.log" >&2; exit 1; }
-api="$(jq -r .api_url "$work/data/ready.json")/api/v1"
-bridge="$(jq -r .bridge_url "$work/data/ready.json")"
-admin() { "$bin/rigboxd" admin --config "$work/rigboxd.toml" --data-dir "$work/data" "$@"; }
-printf 'bench-password-1\n' | admin user create --email bench@example.com >/dev/null
+RUN="ip netns exec $ns"
+rigboxd_up --vmm sim --tls off --http-port 0 --ssh-port 0
+bridge="$(ready bridge_url)"
+bench_user
 admin credits adjust --email bench@example.com --credits 1000000 --note bench >/dev/null
-session="$(nsx curl -sf "$api/auth/login" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"bench-password-1"}' | jq -r .token)"
-token="$(nsx curl -sf "$api/api-keys" -H "authorization: Bearer $session" -H 'content-type: application/json' -d '{"name":"bench"}' | jq -r .key)"
-call() { nsx curl -sf "$api$2" -X "$1" -H "authorization: Bearer $token" -H 'content-type: application/json' ${3:+-d "$3"}; }
-id="$(call POST /workspaces '{"name":"bench"}' | jq -r .id)"
-for _ in $(seq 1 100); do [ "$(call GET "/workspaces/$id" | jq -r .status)" = provisioned ] && break; sleep 0.1; done
-call POST "/workspaces/$id/start" '{}' >/dev/null
-for _ in $(seq 1 100); do [ "$(call GET "/workspaces/$id" | jq -r .status)" = running ] && break; sleep 0.1; done
-lease="$(call GET "/workspaces/$id" | jq -r .ip_address)"
+bench_workspace
+lease="$(call GET "/workspaces/$ws_id" | jq -r .ip_address)"
 case "$lease" in 172.16.0.*) local_ip="127.16.0.${lease##*.}" ;; *) echo "unexpected lease $lease" >&2; exit 1 ;; esac
 
 if [ "$with_litellm" = 1 ]; then
@@ -224,7 +212,7 @@ if [ "$profile" = 1 ]; then
     if [ -n "${PROFILE_OUT:-}" ]; then cp "$work/perf.data" "$PROFILE_OUT"; fi
     # perf's --stdio rows end in empty columns; strip them.
     report() { perf report -i "$work/perf.data" --stdio -g none "$@" 2>/dev/null | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | grep '%' || true; }
-    echo "  rigboxd's CPU by thread (sqlx-sqlite-wor = SQLite connection threads):"
+    echo "  rigboxd's CPU by thread (rigbox-wallet = the wallet writer, sqlx-sqlite-wor = sqlx's SQLite threads):"
     report --no-children --sort comm | head -4 || true
     echo "  inclusive share of: SQL statements, BEGIN/COMMIT, WAL checkpoints, fsync, cross-thread wake-ups, JSON:"
     report --children --sort symbol | grep -E '\] (sqlite3_step|sqlite3_exec|walCheckpoint|fsync|<flume::signal::SyncSignal as flume::signal::Signal>::fire|serde_json::value::de::<impl serde_core::de::Deserialize for serde_json::value::Value>::deserialize|rigbox_ai::meter::meter_body)$' | awk '!seen[$NF]++'

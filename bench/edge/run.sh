@@ -26,6 +26,7 @@ for c in wrk nginx openssl python3 jq curl; do
     command -v "$c" >/dev/null || { echo "run.sh: needs $c (apt-get install wrk nginx-light openssl python3 jq curl)" >&2; exit 1; }
 done
 cargo build -q --release -p rigboxd
+bin="$target/release"
 
 work="$(mktemp -d)"
 pids=()
@@ -36,6 +37,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+. bench/lib.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend="$(free_port)" proxy="$(free_port)" proxy12="$(free_port)"
 echo "load at start: $(uptime)"
@@ -80,24 +82,13 @@ pids+=($nginx_proxy)
 
 # rigboxd with the edge on HTTPS (local CA), simulated VMs serving from the backend.
 printf '[sim]\nprovision_ms = 50\nboot_ms = 200\nstop_ms = 50\napp_upstream = "127.0.0.1:%s"\n[control.rate_limits]\napps = 1000000\n' "$backend" > "$work/rigboxd.toml"
-"$target/release/rigboxd" up --vmm sim --tls local-ca --https-port 0 --http-port 0 --ssh-port 0 \
-    --config "$work/rigboxd.toml" --data-dir "$work/data" > "$work/rigboxd.log" 2>&1 &
-rigboxd=$!
-pids+=($rigboxd)
-for _ in $(seq 1 300); do [ -f "$work/data/ready.json" ] && break; sleep 0.1; done
-[ -f "$work/data/ready.json" ] || { cat "$work/rigboxd.log" >&2; exit 1; }
-api="$(jq -r .api_url "$work/data/ready.json")/api/v1"
-edge="$(jq -r .https_url "$work/data/ready.json")"
-printf 'bench-password-1\n' | "$target/release/rigboxd" admin --data-dir "$work/data" user create --email bench@example.com >/dev/null
-"$target/release/rigboxd" admin --data-dir "$work/data" user set-limit --email bench@example.com --key max_apps_per_vm --value 2000 >/dev/null
-session="$(curl -sf "$api/auth/login" -H 'content-type: application/json' \
-    -d '{"email":"bench@example.com","password":"bench-password-1"}' | jq -r .token)"
-token="$(curl -sf "$api/api-keys" -H "authorization: Bearer $session" -H 'content-type: application/json' -d '{"name":"bench"}' | jq -r .key)"
-call() { curl -sf "$api$2" -X "$1" -H "authorization: Bearer $token" -H 'content-type: application/json' ${3:+-d "$3"}; }
-id="$(call POST /workspaces '{"name":"bench"}' | jq -r .id)"
-for _ in $(seq 1 100); do [ "$(call GET "/workspaces/$id" | jq -r .status)" = provisioned ] && break; sleep 0.1; done
-call POST "/workspaces/$id/start" '{}' >/dev/null
-for _ in $(seq 1 100); do [ "$(call GET "/workspaces/$id" | jq -r .status)" = running ] && break; sleep 0.1; done
+rigboxd_up --vmm sim --tls local-ca --https-port 0 --http-port 0 --ssh-port 0
+rigboxd="$rigboxd_pid"
+edge="$(ready https_url)"
+bench_user
+admin user set-limit --email bench@example.com --key max_apps_per_vm --value 2000 >/dev/null
+bench_workspace
+id="$ws_id"
 call POST /apps "{\"workspace_id\":\"$id\",\"name\":\"bench\",\"port\":80,\"visibility\":\"public\"}" >/dev/null
 host="bench.rigbox.localhost"
 curl -sfk "$edge/" -H "host: $host" | grep -q "hello from the backend" || { echo "the edge does not serve the app" >&2; tail "$work/rigboxd.log" >&2; exit 1; }

@@ -239,10 +239,13 @@ impl AiProxy {
     /// [`Wallet::reserve`]: rigbox_types::wallet::Wallet::reserve
     async fn reserve(&self, hold: Hold) -> Result<Committed, GatewayError> {
         let estimate = hold.amount_micro;
-        let reservation = self.wallet.reserve(hold).await;
-        match reservation.as_ref().map(|r| r.admission) {
-            Ok(Admission::Admitted) => Ok(reservation.expect("matched Ok").committed),
-            Ok(Admission::Exhausted { available_micro }) => Err(GatewayError::new(
+        let reservation = self.wallet.reserve(hold).await.map_err(|e| {
+            tracing::error!(error = %e, estimate, "cannot reserve credits");
+            GatewayError::internal()
+        })?;
+        match reservation.admission {
+            Admission::Admitted => Ok(reservation.committed),
+            Admission::Exhausted { available_micro } => Err(GatewayError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "credits_exhausted",
                 format!(
@@ -250,10 +253,10 @@ impl AiProxy {
                     micro_to_credits(available_micro)
                 ),
             )),
-            Ok(Admission::Insufficient {
+            Admission::Insufficient {
                 available_micro,
                 estimate_micro,
-            }) => Err(GatewayError::new(
+            } => Err(GatewayError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient_credits",
                 format!(
@@ -262,10 +265,6 @@ impl AiProxy {
                     micro_to_credits(available_micro)
                 ),
             )),
-            Err(e) => {
-                tracing::error!(error = %e, estimate, "cannot reserve credits");
-                Err(GatewayError::internal())
-            }
         }
     }
 

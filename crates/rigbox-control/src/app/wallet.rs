@@ -328,7 +328,11 @@ impl Writer {
         }
         for op in ops.iter_mut() {
             if let Job::Reserve { hold, admitted } = &mut op.job {
-                let admission = self.admit(hold, *admitted)?;
+                if *admitted == Some(false) {
+                    // Refused in a batch that failed since: its caller has the answer.
+                    continue;
+                }
+                let admission = self.admit(hold, admitted.is_some())?;
                 *admitted = Some(admission == Admission::Admitted);
                 if let Answer::Admission { decided, .. } = &mut op.answer {
                     if let Some(tx) = decided.take() {
@@ -387,20 +391,17 @@ impl Writer {
         }
     }
 
-    /// Decides a hold and counts it as reserved when admitted; `decided` is an earlier
-    /// decision (the hold's batch failed), which stands.
-    fn admit(&mut self, h: &Hold, decided: Option<bool>) -> Result<Admission, StoreError> {
+    /// Decides a hold and counts it as reserved when admitted. `admitted_before`: it was
+    /// admitted in a batch that failed since; that decision stands (its caller may be calling
+    /// the upstream already).
+    fn admit(&mut self, h: &Hold, admitted_before: bool) -> Result<Admission, StoreError> {
         let amount = h.amount_micro.max(0);
-        if decided == Some(false) {
-            // Refused before: nothing to write, and the caller has its answer.
-            return Ok(Admission::Exhausted { available_micro: 0 });
-        }
         if amount == 0 {
             return Ok(Admission::Admitted);
         }
         let b = self.books_of(&h.user_id)?;
         let available = b.balance - b.reserved;
-        if decided.is_none() {
+        if !admitted_before {
             if available <= 0 {
                 return Ok(Admission::Exhausted {
                     available_micro: available,
