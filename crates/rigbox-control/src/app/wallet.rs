@@ -45,12 +45,16 @@ const MAX_BATCH: usize = 256;
 const SETTLE_WAIT: Duration = Duration::from_millis(1);
 /// How long the writer waits before trying again for the write lock another connection holds.
 const BUSY_RETRY: Duration = Duration::from_micros(500);
-/// Operations between passive WAL checkpoints (two per request; a request writes ~12 WAL pages,
-/// so the WAL grows to ~50 MB between them). A checkpoint competes with the requests for the
-/// CPU and the disk while it runs: every 200 operations it slowed 1% of requests by 1–2 ms (the
-/// p99); every 2,000 it slows 0.1%, and a page rewritten by many commits is copied to the
-/// database once per 2,000 operations instead of once per 200.
-const CHECKPOINT_EVERY: usize = 2_000;
+/// A passive WAL checkpoint runs beside the writer once it has been idle this long, or after
+/// [`CHECKPOINT_EVERY`] operations at the latest. A checkpoint competes with the requests for
+/// the CPU and the disk while it runs: every 200 operations it slowed 1% of requests by 1–2 ms
+/// (the p99); in a pause it slows none.
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(20);
+/// Most operations between checkpoints, under load that leaves no pause (two per request; a
+/// request writes ~12 WAL pages when alone in its commit, fewer when batched, so the WAL grows to
+/// ~100 MB at most). A page rewritten by many commits is copied to the database once per
+/// checkpoint.
+const CHECKPOINT_EVERY: usize = 4_000;
 /// Open holds remembered at most (more are read back from the store when they close).
 const MAX_KNOWN_HOLDS: usize = 100_000;
 /// How long a workspace → owner answer is reused (the owner of a workspace never changes; its
@@ -247,7 +251,37 @@ impl Writer {
                 }
             }
         };
-        while let Ok(op) = rx.recv() {
+        let checkpoint = |since_checkpoint: &mut usize| {
+            if !checkpointing.swap(true, Ordering::AcqRel) {
+                *since_checkpoint = 0;
+                let store = store.clone();
+                let flag = checkpointing.clone();
+                rt.spawn(async move {
+                    if let Err(e) = store.checkpoint().await {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                    flag.store(false, Ordering::Release);
+                });
+            }
+        };
+        loop {
+            // The writer never checkpoints in its commits: a passive checkpoint runs beside it,
+            // one at a time, in the first pause after a write (or after too many).
+            let op = if since_checkpoint > 0 {
+                match rx.recv_timeout(CHECKPOINT_IDLE) {
+                    Ok(op) => op,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        checkpoint(&mut since_checkpoint);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
+                }
+            };
             batch.push(op);
             take_queued(&mut batch);
             if batch.len() < MAX_BATCH && batch.iter().all(|op| matches!(op.job, Job::Settle(_))) {
@@ -258,18 +292,8 @@ impl Writer {
             }
             since_checkpoint += batch.len();
             w.apply_batch(std::mem::take(&mut batch));
-            // The writer never checkpoints in its commits: a passive checkpoint runs beside it
-            // every few hundred operations, one at a time.
-            if since_checkpoint >= CHECKPOINT_EVERY && !checkpointing.swap(true, Ordering::AcqRel) {
-                since_checkpoint = 0;
-                let store = store.clone();
-                let flag = checkpointing.clone();
-                rt.spawn(async move {
-                    if let Err(e) = store.checkpoint().await {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                    }
-                    flag.store(false, Ordering::Release);
-                });
+            if since_checkpoint >= CHECKPOINT_EVERY {
+                checkpoint(&mut since_checkpoint);
             }
         }
     }
