@@ -18,6 +18,7 @@ use bytes::Bytes;
 use rigbox_types::agent::BridgeCaller;
 use rigbox_types::wallet::{Account, Admission, Charge, Committed, Hold};
 use serde_json::Value;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -100,6 +101,23 @@ pub(crate) fn new_request_id() -> String {
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Runs `upstream` while the hold commits. A failed commit means no hold exists and nothing
+/// may be relayed: the upstream's answer is dropped and the client gets 500.
+async fn beside_commit<T>(
+    request_id: &str,
+    upstream: impl Future<Output = T>,
+    committed: Committed,
+) -> Result<T, GatewayError> {
+    let (out, committed) = tokio::join!(upstream, committed);
+    match committed {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            tracing::error!(request_id, error = %e, "cannot commit a hold");
+            Err(GatewayError::internal())
+        }
+    }
 }
 
 /// Headers to send upstream: the caller's, minus [`HOP_BY_HOP`] and
@@ -409,7 +427,6 @@ impl AiProxy {
         let fwd = match forward_headers(headers, route.upstream(), &key) {
             Ok(h) => h,
             Err(e) => {
-                drop(committed);
                 self.release(request_id).await;
                 return Err(e);
             }
@@ -570,20 +587,17 @@ impl AiProxy {
             let fwd = match forward_headers(&headers, Upstream::Brave, &key) {
                 Ok(h) => h,
                 Err(e) => {
-                    drop(committed);
                     self.release(&request_id).await;
                     return Err(e);
                 }
             };
             let url = format!("{base}/{path_and_query}");
-            let (outcome, committed) = tokio::join!(
+            let outcome = beside_commit(
+                &request_id,
                 self.fetch(self.http.request(method, url).headers(fwd).body(body)),
-                committed
-            );
-            if let Err(e) = committed {
-                tracing::error!(request_id, error = %e, "cannot commit a hold");
-                return Err(GatewayError::internal());
-            }
+                committed,
+            )
+            .await?;
             match outcome {
                 Ok((status, head, bytes)) if status.is_success() => {
                     self.settle(Charge {
@@ -764,16 +778,13 @@ impl Job {
         head: oneshot::Sender<Head>,
     ) {
         let p = self.proxy.clone();
-        let (sent, committed) = tokio::join!(p.send(req), committed);
-        if let Err(e) = committed {
-            // Nothing was relayed and no hold exists: the answer is dropped.
-            tracing::error!(request_id = %self.request_id, error = %e, "cannot commit a hold");
-            let _ = head.send(Err(GatewayError::internal()));
-            return;
-        }
-        let resp = match sent {
-            Ok(r) => r,
+        let resp = match beside_commit(&self.request_id, p.send(req), committed).await {
             Err(e) => {
+                let _ = head.send(Err(e));
+                return;
+            }
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 p.release(&self.request_id).await;
                 let _ = head.send(Err(e));
                 return;
