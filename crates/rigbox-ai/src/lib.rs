@@ -16,7 +16,7 @@
 //! - [`subject`]: per-subject attribution, budgets and rates;
 //! - `proxy`: the pipeline.
 //!
-//! It talks to the upstreams over HTTP(S) (reqwest, pooled) and to the wallet through the
+//! It talks to the upstreams over HTTP(S) (`upstream`: hyper's pooled client, rustls) and to the wallet through the
 //! trait; it never logs prompts, outputs, search terms or keys.
 
 pub mod config;
@@ -25,6 +25,7 @@ pub mod meter;
 pub mod pricing;
 mod proxy;
 pub mod subject;
+mod upstream;
 
 pub use config::AiConfig;
 pub use error::GatewayError;
@@ -32,7 +33,7 @@ pub use rigbox_types::wallet::{self, Wallet};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
@@ -50,7 +51,7 @@ pub struct AiProxy {
     cfg: AiConfig,
     prices: pricing::PriceTable,
     wallet: Arc<dyn Wallet>,
-    http: reqwest::Client,
+    http: upstream::Client,
     node_id: String,
     /// This process; holds another incarnation left open are reconciled at start.
     incarnation: String,
@@ -72,14 +73,7 @@ impl AiProxy {
         wallet: Arc<dyn Wallet>,
         node_id: &str,
     ) -> Result<Arc<Self>, BuildError> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(BuildError)?;
+        let http = upstream::Client::new()?;
         Ok(Arc::new(AiProxy {
             prices: pricing::PriceTable::new(&cfg.prices),
             cfg,
@@ -182,15 +176,21 @@ impl AiProxy {
         };
         let url = format!("{}/models", up.base_url.trim_end_matches('/'));
         let res = async {
-            let r = self
-                .http
-                .get(url)
-                .bearer_auth(&up.api_key)
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await?
-                .error_for_status()?;
-            r.json::<serde_json::Value>().await
+            let req = http::Request::get(url)
+                .header(header::AUTHORIZATION, format!("Bearer {}", up.api_key))
+                .body(Default::default())
+                .map_err(|e| e.to_string())?;
+            let resp = tokio::time::timeout(Duration::from_secs(30), self.http.send(req))
+                .await
+                .map_err(|_| "no answer within 30 s".to_owned())?
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("status {}", resp.status()));
+            }
+            let body = upstream::read_all(resp.into_body())
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())
         }
         .await;
         match res {
@@ -199,7 +199,7 @@ impl AiProxy {
                 tracing::info!(models = n, "loaded AI prices from the upstream");
             }
             Err(e) => {
-                tracing::warn!(error = %e.without_url(), "cannot load AI prices from the upstream")
+                tracing::warn!(error = %e, "cannot load AI prices from the upstream")
             }
         }
     }
@@ -275,7 +275,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     .into_response()
 }
 
-/// The proxy's upstream HTTP client could not be built (TLS roots).
+/// The proxy's upstream HTTP client could not be built (TLS).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the AI proxy's upstream client")]
-pub struct BuildError(#[source] reqwest::Error);
+pub struct BuildError(#[source] rustls::Error);

@@ -10,6 +10,7 @@ use crate::error::GatewayError;
 use crate::meter::{cost_of, meter_body, Flavor, StreamMeter, Usage};
 use crate::pricing::{micro_to_credits, usd_to_micro, Price, Tokens};
 use crate::subject::{self, SubjectLimits};
+use crate::upstream;
 use crate::AiProxy;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -333,7 +334,7 @@ impl AiProxy {
         headers: &HeaderMap,
         body: Body,
         request_id: &str,
-    ) -> Result<(Job, reqwest::RequestBuilder, Committed), GatewayError> {
+    ) -> Result<(Job, upstream::Request, Committed), GatewayError> {
         let (base, key) = self.check_enabled(route.upstream())?;
         let account = self.account(caller).await?;
         let raw = self.read_body(body).await?;
@@ -409,6 +410,17 @@ impl AiProxy {
         if let Some(s) = &subject {
             self.check_subject(&account, s, &limits).await?;
         }
+        let mut fwd = forward_headers(headers, route.upstream(), &key)?;
+        fwd.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let url = match route.upstream() {
+            Upstream::Anthropic => format!("{base}/v1/{}", route.path),
+            _ => format!("{base}/{}", route.path),
+        };
+        let new_body = serde_json::to_vec(&body).map(Bytes::from).unwrap_or(raw);
+        let req = upstream_request(Method::POST, &url, fwd, new_body)?;
         let committed = self
             .reserve(Hold {
                 request_id: request_id.to_owned(),
@@ -423,19 +435,6 @@ impl AiProxy {
                 amount_micro: estimate,
             })
             .await?;
-
-        let fwd = match forward_headers(headers, route.upstream(), &key) {
-            Ok(h) => h,
-            Err(e) => {
-                self.release(request_id).await;
-                return Err(e);
-            }
-        };
-        let url = match route.upstream() {
-            Upstream::Anthropic => format!("{base}/v1/{}", route.path),
-            _ => format!("{base}/{}", route.path),
-        };
-        let new_body = serde_json::to_vec(&body).map(Bytes::from).unwrap_or(raw);
         let job = Job {
             proxy: self.clone(),
             request_id: request_id.to_owned(),
@@ -444,12 +443,6 @@ impl AiProxy {
             input_est,
             stream,
         };
-        let req = self
-            .http
-            .post(url)
-            .headers(fwd)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(new_body);
         Ok((job, req, committed))
     }
 
@@ -494,10 +487,8 @@ impl AiProxy {
             self.account(&caller).await?;
             let body = self.read_body(body).await?;
             let fwd = forward_headers(&headers, up, &key)?;
-            let url = format!("{base}/{path}");
-            let (status, head, bytes) = self
-                .fetch(self.http.request(method, url).headers(fwd).body(body))
-                .await?;
+            let req = upstream_request(method, &format!("{base}/{path}"), fwd, body)?;
+            let (status, head, bytes) = self.fetch(req).await?;
             let bytes = if filter_models && status.is_success() && !self.cfg.models_allow.is_empty()
             {
                 self.filter_models(bytes)
@@ -570,6 +561,8 @@ impl AiProxy {
             let account = self.account(&caller).await?;
             let body = self.read_body(body).await?;
             let micro = usd_to_micro(usd);
+            let fwd = forward_headers(&headers, Upstream::Brave, &key)?;
+            let req = upstream_request(method, &format!("{base}/{path_and_query}"), fwd, body)?;
             let committed = self
                 .reserve(Hold {
                     request_id: request_id.clone(),
@@ -584,20 +577,7 @@ impl AiProxy {
                     amount_micro: micro,
                 })
                 .await?;
-            let fwd = match forward_headers(&headers, Upstream::Brave, &key) {
-                Ok(h) => h,
-                Err(e) => {
-                    self.release(&request_id).await;
-                    return Err(e);
-                }
-            };
-            let url = format!("{base}/{path_and_query}");
-            let outcome = beside_commit(
-                &request_id,
-                self.fetch(self.http.request(method, url).headers(fwd).body(body)),
-                committed,
-            )
-            .await?;
+            let outcome = beside_commit(&request_id, self.fetch(req), committed).await?;
             match outcome {
                 Ok((status, head, bytes)) if status.is_success() => {
                     self.settle(Charge {
@@ -630,19 +610,19 @@ impl AiProxy {
     /// Sends a request and reads its whole answer (unmetered and Brave routes).
     async fn fetch(
         &self,
-        req: reqwest::RequestBuilder,
+        req: upstream::Request,
     ) -> Result<(StatusCode, HeaderMap, Bytes), GatewayError> {
-        let resp = self.send(req).await?;
-        let status = resp.status();
-        let head = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|_| upstream_unreachable())?;
-        Ok((status, head, bytes))
+        let (head, body) = self.send(req).await?.into_parts();
+        let bytes = upstream::read_all(body)
+            .await
+            .map_err(|_| upstream_unreachable())?;
+        Ok((head.status, head.headers, bytes))
     }
 
     /// Sends a request, mapping failures to 502 and a missing head to 504.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, GatewayError> {
+    async fn send(&self, req: upstream::Request) -> Result<upstream::Response, GatewayError> {
         let timeout = Duration::from_secs(self.cfg.upstream_timeout_seconds);
-        match tokio::time::timeout(timeout, req.send()).await {
+        match tokio::time::timeout(timeout, self.http.send(req)).await {
             Err(_) => Err(GatewayError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
@@ -652,7 +632,7 @@ impl AiProxy {
                 ),
             )),
             Ok(Err(e)) => {
-                tracing::warn!(error = %without_url(&e), "upstream unreachable");
+                tracing::warn!(error = %e, "upstream unreachable");
                 Err(upstream_unreachable())
             }
             Ok(Ok(r)) => Ok(r),
@@ -682,13 +662,23 @@ impl AiProxy {
     }
 }
 
-/// A reqwest error without the URL (it names the operator's upstream).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(url) = e.url() {
-        s = s.replace(url.as_str(), "<upstream>");
-    }
-    s
+/// A request to an upstream; a base URL that makes no URI is the operator's mistake (502).
+fn upstream_request(
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<upstream::Request, GatewayError> {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(body.into())
+        .map_err(|e| {
+            tracing::error!(error = %e, "the AI upstream's base URL makes no valid URI");
+            upstream_unreachable()
+        })?;
+    *req.headers_mut() = headers;
+    Ok(req)
 }
 
 fn upstream_unreachable() -> GatewayError {
@@ -771,12 +761,7 @@ impl Job {
     }
 
     /// Forwards `req` while the hold commits (`committed`), then relays the answer.
-    async fn run(
-        self,
-        req: reqwest::RequestBuilder,
-        committed: Committed,
-        head: oneshot::Sender<Head>,
-    ) {
+    async fn run(self, req: upstream::Request, committed: Committed, head: oneshot::Sender<Head>) {
         let p = self.proxy.clone();
         let resp = match beside_commit(&self.request_id, p.send(req), committed).await {
             Err(e) => {
@@ -790,15 +775,18 @@ impl Job {
                 return;
             }
         };
-        let status = resp.status();
-        if !status.is_success() {
+        if !resp.status().is_success() {
             // Relayed with its own status and body; nothing is charged.
-            let upstream_head = resp.headers().clone();
-            let bytes = resp.bytes().await.unwrap_or_default();
+            let (upstream_head, body) = resp.into_parts();
+            let bytes = upstream::read_all(body).await.unwrap_or_default();
             p.release(&self.request_id).await;
-            let r = relay_head(status, &upstream_head, &self.request_id)
-                .body(Body::from(bytes))
-                .map_err(|_| GatewayError::internal());
+            let r = relay_head(
+                upstream_head.status,
+                &upstream_head.headers,
+                &self.request_id,
+            )
+            .body(Body::from(bytes))
+            .map_err(|_| GatewayError::internal());
             let _ = head.send(r);
             return;
         }
@@ -811,15 +799,14 @@ impl Job {
         }
     }
 
-    async fn relay_body(self, resp: reqwest::Response, head: oneshot::Sender<Head>) {
+    async fn relay_body(self, resp: upstream::Response, head: oneshot::Sender<Head>) {
         let p = self.proxy.clone();
-        let status = resp.status();
-        let upstream_head = resp.headers().clone();
-        let bytes = match resp.bytes().await {
+        let (upstream_head, body) = resp.into_parts();
+        let bytes = match upstream::read_all(body).await {
             Ok(b) => b,
             Err(e) => {
                 // The head arrived, the body broke: the upstream may have done the work.
-                tracing::warn!(request_id = %self.request_id, error = %without_url(&e), "upstream body broke");
+                tracing::warn!(request_id = %self.request_id, error = %e, "upstream body broke");
                 p.settle(self.charge(None, false, 0)).await;
                 let _ = head.send(Err(upstream_unreachable()));
                 return;
@@ -830,14 +817,21 @@ impl Job {
         let charge = self.charge(usage, true, chars);
         let micro = charge.cost_micro;
         let settled = p.settle(charge);
-        let r = cost_headers(relay_head(status, &upstream_head, &self.request_id), micro)
-            .body(Body::from(body))
-            .map_err(|_| GatewayError::internal());
+        let r = cost_headers(
+            relay_head(
+                upstream_head.status,
+                &upstream_head.headers,
+                &self.request_id,
+            ),
+            micro,
+        )
+        .body(Body::from(body))
+        .map_err(|_| GatewayError::internal());
         let _ = head.send(r);
         settled.await;
     }
 
-    async fn relay_stream(self, mut resp: reqwest::Response, head: oneshot::Sender<Head>) {
+    async fn relay_stream(self, resp: upstream::Response, head: oneshot::Sender<Head>) {
         let p = self.proxy.clone();
         let (tx, rx) = mpsc::channel::<Bytes>(32);
         let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
@@ -845,9 +839,14 @@ impl Job {
                 .await
                 .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
         }));
-        let r = relay_head(resp.status(), resp.headers(), &self.request_id)
-            .body(body)
-            .map_err(|_| GatewayError::internal());
+        let (upstream_head, mut resp) = resp.into_parts();
+        let r = relay_head(
+            upstream_head.status,
+            &upstream_head.headers,
+            &self.request_id,
+        )
+        .body(body)
+        .map_err(|_| GatewayError::internal());
         let mut client = head.send(r).is_ok();
         let pricer = self.pricer();
         let mut meter = StreamMeter::new(self.flavor);
@@ -862,11 +861,11 @@ impl Job {
                 Some(t) => t.saturating_duration_since(Instant::now()),
                 None => idle,
             };
-            let chunk = match tokio::time::timeout(wait, resp.chunk()).await {
+            let chunk = match tokio::time::timeout(wait, upstream::next_chunk(&mut resp)).await {
                 Ok(Ok(Some(c))) => c,
                 Ok(Ok(None)) => break,
                 Ok(Err(e)) => {
-                    tracing::warn!(request_id = %self.request_id, error = %without_url(&e), "upstream stream broke");
+                    tracing::warn!(request_id = %self.request_id, error = %e, "upstream stream broke");
                     break;
                 }
                 Err(_) => {
