@@ -16,8 +16,8 @@
 //! - [`subject`]: per-subject attribution, budgets and rates;
 //! - `proxy`: the pipeline.
 //!
-//! It talks to the upstreams over HTTP(S) (`upstream`: hyper's pooled client, rustls) and to the wallet through the
-//! trait; it never logs prompts, outputs, search terms or keys.
+//! It talks to the upstreams over HTTP(S) (`upstream`: hyper's pooled client, rustls) and to
+//! the wallet through the trait; it never logs prompts, outputs, search terms or keys.
 
 pub mod config;
 mod error;

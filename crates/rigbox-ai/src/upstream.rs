@@ -87,3 +87,47 @@ pub(crate) async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, Err
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// HTTPS upstreams go through TLS with Mozilla's roots: a certificate no public CA signed is
+    /// refused before anything is sent, and the error says why without naming the URL.
+    #[tokio::test]
+    async fn an_upstream_whose_certificate_no_public_ca_signed_is_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("test setup");
+        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+            .expect("test setup");
+        let cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .expect("test setup");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test setup");
+        let port = listener.local_addr().expect("test setup").port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("test setup");
+            acceptor.accept(tcp).await.map(|_| ())
+        });
+
+        let req = http::Request::get(format!("https://localhost:{port}/api/v1/models"))
+            .body(Full::default())
+            .expect("test setup");
+        let err = Client::new()
+            .expect("test setup")
+            .send(req)
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        assert!(!err.contains("/api/v1/models"), "{err}");
+        // The server saw a handshake the client aborted: no request was sent.
+        assert!(server.await.expect("test setup").is_err());
+    }
+}
