@@ -104,9 +104,8 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Runs `upstream` while the hold commits. Without a committed hold nothing may be relayed:
-/// the upstream's answer is dropped and the client gets the refusal (402; the admission was
-/// made against books another ledger writer had changed) or, when the commit failed, 500.
+/// Runs `upstream` while the hold commits. A failed commit means no hold exists and nothing
+/// may be relayed: the upstream's answer is dropped and the client gets 500.
 async fn beside_commit<T>(
     request_id: &str,
     upstream: impl Future<Output = T>,
@@ -114,47 +113,10 @@ async fn beside_commit<T>(
 ) -> Result<T, GatewayError> {
     let (out, committed) = tokio::join!(upstream, committed);
     match committed {
-        Ok(Admission::Admitted) => Ok(out),
-        Ok(refused) => {
-            tracing::info!(
-                request_id,
-                "admission withdrawn at commit: the balance changed"
-            );
-            Err(refusal(refused))
-        }
+        Ok(()) => Ok(out),
         Err(e) => {
             tracing::error!(request_id, error = %e, "cannot commit a hold");
             Err(GatewayError::internal())
-        }
-    }
-}
-
-/// The 402 of a refused admission.
-fn refusal(admission: Admission) -> GatewayError {
-    match admission {
-        Admission::Exhausted { available_micro } => GatewayError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "credits_exhausted",
-            format!(
-                "No AI credits are available ({:.6} credits); they renew at the start of next month.",
-                micro_to_credits(available_micro)
-            ),
-        ),
-        Admission::Insufficient {
-            available_micro,
-            estimate_micro,
-        } => GatewayError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_credits",
-            format!(
-                "This request may cost up to {:.6} credits but only {:.6} are available; lower its output limit (max_tokens) or wait for the next month.",
-                micro_to_credits(estimate_micro),
-                micro_to_credits(available_micro)
-            ),
-        ),
-        Admission::Admitted => {
-            tracing::error!("an admitted request taken for a refusal");
-            GatewayError::internal()
         }
     }
 }
@@ -302,7 +264,26 @@ impl AiProxy {
         })?;
         match reservation.admission {
             Admission::Admitted => Ok(reservation.committed),
-            refused => Err(refusal(refused)),
+            Admission::Exhausted { available_micro } => Err(GatewayError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "credits_exhausted",
+                format!(
+                    "No AI credits are available ({:.6} credits); they renew at the start of next month.",
+                    micro_to_credits(available_micro)
+                ),
+            )),
+            Admission::Insufficient {
+                available_micro,
+                estimate_micro,
+            } => Err(GatewayError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_credits",
+                format!(
+                    "This request may cost up to {:.6} credits but only {:.6} are available; lower its output limit (max_tokens) or wait for the next month.",
+                    micro_to_credits(estimate_micro),
+                    micro_to_credits(available_micro)
+                ),
+            )),
         }
     }
 

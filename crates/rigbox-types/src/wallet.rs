@@ -14,23 +14,21 @@ use std::pin::Pin;
 /// The outcome of a queued settlement (see [`Wallet::settle`]).
 pub type Settlement = Pin<Box<dyn Future<Output = Result<bool, WalletError>> + Send>>;
 
-/// The commit of a hold (see [`Wallet::reserve`]): the final admission, once it is durable.
-pub type Committed = Pin<Box<dyn Future<Output = Result<Admission, WalletError>> + Send>>;
+/// The commit of an admitted hold (see [`Wallet::reserve`]).
+pub type Committed = Pin<Box<dyn Future<Output = Result<(), WalletError>> + Send>>;
 
 /// An admission decision and the commit of its hold (see [`Wallet::reserve`]).
 pub struct Reservation {
     pub admission: Admission,
-    /// Resolves once the hold is committed, with the final admission: `Admitted`, or a
-    /// refusal (then no hold exists). A refused request resolves at once with its refusal;
-    /// an admitted one is refused here only when the admission was made against books
-    /// another ledger writer changed meanwhile.
+    /// Resolves once the hold is committed (at once when the request was refused).
     pub committed: Committed,
 }
 
 impl Reservation {
-    /// Waits for the hold's commit: the final admission, once it is durable.
+    /// Waits for the hold's commit: the admission, once it is durable.
     pub async fn durable(self) -> Result<Admission, WalletError> {
-        self.committed.await
+        self.committed.await?;
+        Ok(self.admission)
     }
 }
 
@@ -117,9 +115,7 @@ pub trait Wallet: Send + Sync + 'static {
     /// decided; the hold is durable when the reservation's `committed` resolves. The caller
     /// may call the upstream meanwhile (the commit overlaps the upstream's round trip) but
     /// relays nothing of its answer before the hold is committed: a client never gets an
-    /// answer whose hold a crash could lose. `committed` has the last word: when it refuses
-    /// an admitted request (see [`Reservation::committed`]), the caller answers with that
-    /// refusal and drops the upstream's answer.
+    /// answer whose hold a crash could lose.
     async fn reserve(&self, hold: Hold) -> Result<Reservation, WalletError>;
     /// Settles an open hold at `charge.cost_micro` and writes its ledger entry. The settlement
     /// is queued before this returns, so the caller can answer its client without waiting for

@@ -284,9 +284,6 @@ impl App {
             ..LedgerRow::entry(user_id, seq, kind, new - old, new, now)
         };
         self.store.insert_ledger(&mut **tx, &entry).await?;
-        // Before this transaction commits (it holds the write lock meanwhile): from here on no
-        // request is admitted on the wallet's books without its writer reading them again.
-        self.wallet_books_stale();
         Ok(())
     }
 

@@ -3,15 +3,9 @@
 //!
 //! One writer applies every hold operation, in batches: it takes what is queued, runs it all
 //! in one `BEGIN IMMEDIATE` transaction and answers each caller after the commit (group
-//! commit). Admission is answered before the commit, so the proxy calls the upstream while the
-//! hold commits; the proxy relays nothing before that commit. Once the writer knows a user's
-//! books, the caller admits in its own task against them (`Shared`: no round trip to the
-//! writer thread before the upstream call) and the writer takes the hold over in queue order;
-//! refusals, and users whose books are not known, are decided by the writer under the write
-//! lock. A ledger writer of this process drops the books before it commits
-//! (`App::wallet_books_stale`); one of another process (`rigboxd admin`) is found by the
-//! writer at its next transaction, which decides again the holds admitted on the older books:
-//! such a hold can be refused at its commit, after its request was forwarded. Settlements alone wait up to `SETTLE_WAIT` for company (the next
+//! commit). Admission is the exception: it is decided first, under the write lock, and answered
+//! at once, so the proxy calls the upstream while the hold commits; the proxy relays nothing
+//! before that commit. Settlements alone wait up to [`SETTLE_WAIT`] for company (the next
 //! request's hold, usually), so a client sending one request at a time costs one commit per
 //! request. A hold moves out of `open` through a conditional update, so it is settled or
 //! released exactly once whoever tries.
@@ -68,12 +62,8 @@ const MAX_KNOWN_HOLDS: usize = 100_000;
 const ACCOUNT_TTL: Duration = Duration::from_secs(2);
 
 /// The writer's queue (unbounded: every caller waits for its answer, so it holds at most one
-/// operation per request in flight) and what it shares with the handles.
-#[derive(Clone)]
-pub(crate) struct Queue {
-    ops: mpsc::Sender<Op>,
-    shared: Arc<Mutex<Shared>>,
-}
+/// operation per request in flight).
+pub(crate) type Queue = mpsc::Sender<Op>;
 
 /// One queued operation and where its answer goes.
 pub(crate) struct Op {
@@ -82,9 +72,11 @@ pub(crate) struct Op {
 }
 
 enum Job {
+    /// `admitted` once decided: a hold retried after its batch failed is written without
+    /// deciding again (its caller may be calling the upstream already).
     Reserve {
         hold: Hold,
-        decision: Decision,
+        admitted: Option<bool>,
     },
     Settle(Charge),
     Release(String),
@@ -92,32 +84,18 @@ enum Job {
     Sync,
 }
 
-/// Where a hold's admission stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decision {
-    /// For the writer to decide.
-    Open,
-    /// Admitted by its caller against the books of `generation` (see [`Shared`]); its amount
-    /// counts in [`Shared::pending`] until the writer takes it over.
-    Fast { generation: u64 },
-    /// Decided by the writer. A hold retried after its batch failed keeps its decision (its
-    /// caller may be calling the upstream already).
-    Decided(Admission),
-}
-
 enum Answer {
-    /// The decision, sent before the commit (none when the caller decided it), and the
-    /// commit with the final decision.
+    /// The decision, sent before the commit, and the commit.
     Admission {
         decided: Option<oneshot::Sender<Result<Admission, WalletError>>>,
-        committed: oneshot::Sender<Result<Admission, WalletError>>,
+        committed: oneshot::Sender<Result<(), WalletError>>,
     },
     Closed(oneshot::Sender<Result<bool, WalletError>>),
     Synced(oneshot::Sender<Result<(), WalletError>>),
 }
 
 enum Outcome {
-    Reserved(Admission),
+    Committed,
     Closed(bool),
     Synced,
 }
@@ -126,8 +104,8 @@ impl Answer {
     fn send(self, outcome: Outcome) {
         // A caller that went away does not need its answer.
         match (self, outcome) {
-            (Answer::Admission { committed, .. }, Outcome::Reserved(a)) => {
-                drop(committed.send(Ok(a)))
+            (Answer::Admission { committed, .. }, Outcome::Committed) => {
+                drop(committed.send(Ok(())))
             }
             (Answer::Closed(tx), Outcome::Closed(b)) => drop(tx.send(Ok(b))),
             (Answer::Synced(tx), Outcome::Synced) => drop(tx.send(Ok(()))),
@@ -146,83 +124,11 @@ struct Books {
     reserved: i64,
 }
 
-impl Books {
-    /// The admission of `amount` against these books, with `pending` more promised.
-    fn admit(&self, amount: i64, pending: i64) -> Admission {
-        let available = self.balance - self.reserved - pending;
-        if amount == 0 {
-            Admission::Admitted
-        } else if available <= 0 {
-            Admission::Exhausted {
-                available_micro: available,
-            }
-        } else if available < amount {
-            Admission::Insufficient {
-                available_micro: available,
-                estimate_micro: amount,
-            }
-        } else {
-            Admission::Admitted
-        }
-    }
-}
-
-/// What the writer shares with the handles, so that a request is admitted in its own task when
-/// its owner's books are known, without a round trip to the writer thread before its upstream
-/// call. Only the writer changes the books; a handle adds what it admits to `pending`, which
-/// the writer takes over, in queue order, when it decides the hold.
-#[derive(Default)]
-struct Shared {
-    books: HashMap<String, Books>,
-    /// Bumped whenever the books are dropped (another connection wrote, or a transaction
-    /// failed): a hold admitted against an older generation is decided again by the writer.
-    generation: u64,
-    /// Per user, the holds admitted by their callers and not yet decided by the writer.
-    pending: HashMap<String, i64>,
-}
-
-impl Shared {
-    fn pending(&self, user: &str) -> i64 {
-        self.pending.get(user).copied().unwrap_or(0)
-    }
-
-    /// Admits `amount` for `user` against the books, if they are known and cover it: the
-    /// generation admitted at.
-    fn admit_fast(&mut self, user: &str, amount: i64) -> Option<u64> {
-        let books = self.books.get(user)?;
-        if books.admit(amount, self.pending(user)) != Admission::Admitted {
-            // The writer decides refusals: the books may be older than a top-up.
-            return None;
-        }
-        *self.pending.entry(user.to_owned()).or_default() += amount;
-        Some(self.generation)
-    }
-
-    /// The writer takes over a fast-admitted hold's amount.
-    fn take_pending(&mut self, user: &str, amount: i64) {
-        if let Some(p) = self.pending.get_mut(user) {
-            *p -= amount;
-            if *p == 0 {
-                self.pending.remove(user);
-            }
-        }
-    }
-
-    fn drop_books(&mut self) {
-        self.books.clear();
-        self.generation += 1;
-    }
-}
-
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The writer thread's state; everything but `clock` and `db` is a cache of the store.
 struct Writer {
     clock: Arc<dyn Clock>,
     db: WalletDb,
-    shared: Arc<Mutex<Shared>>,
+    books: HashMap<String, Books>,
     /// The database's `data_version` the books were read at.
     books_version: i64,
     /// Open holds by request ID, as written at reserve.
@@ -233,8 +139,7 @@ struct Writer {
 #[derive(Clone)]
 pub struct WalletHandle {
     app: Arc<App>,
-    ops: mpsc::Sender<Op>,
-    shared: Arc<Mutex<Shared>>,
+    ops: Queue,
     accounts: Arc<Mutex<HashMap<WorkspaceId, (Instant, Account)>>>,
 }
 
@@ -261,39 +166,26 @@ impl App {
     /// runs its WAL checkpoints) and stops once every handle and the App are gone; every
     /// handle shares it (one writer per App, which keeps its queue for [`App::wallet_synced`]).
     pub fn wallet(self: &Arc<Self>) -> WalletHandle {
-        let queue = self
+        let ops = self
             .wallet_queue
             .get_or_init(|| {
                 let (tx, rx) = mpsc::channel();
-                let shared = Arc::new(Mutex::new(Shared::default()));
                 let (store, clock) = (self.store.clone(), self.clock.clone());
                 let rt = tokio::runtime::Handle::current();
-                let writer_shared = shared.clone();
                 let spawned = std::thread::Builder::new()
                     .name("rigbox-wallet".into())
-                    .spawn(move || Writer::run(store, clock, rt, writer_shared, rx));
+                    .spawn(move || Writer::run(store, clock, rt, rx));
                 if let Err(e) = spawned {
                     // Every operation then fails (its answer is dropped with the queue).
                     tracing::error!(error = %e, "wallet: cannot start its writer thread");
                 }
-                Queue { ops: tx, shared }
+                tx
             })
             .clone();
         WalletHandle {
             app: self.clone(),
-            ops: queue.ops,
-            shared: queue.shared,
+            ops,
             accounts: Arc::default(),
-        }
-    }
-
-    /// Tells the wallet its books may be stale: another ledger writer of this process is about
-    /// to commit. Requests are then admitted by the writer, which reads them again, until it
-    /// has. (Another process's ledger writes, `rigboxd admin`'s, are found by the writer itself
-    /// at its next transaction; see [`Shared`].)
-    pub(crate) fn wallet_books_stale(&self) {
-        if let Some(q) = self.wallet_queue.get() {
-            lock(&q.shared).drop_books();
         }
     }
 
@@ -306,7 +198,6 @@ impl App {
         };
         let (tx, rx) = oneshot::channel();
         queue
-            .ops
             .send(Op {
                 job: Job::Sync,
                 answer: Answer::Synced(tx),
@@ -321,7 +212,6 @@ impl Writer {
         store: Store,
         clock: Arc<dyn Clock>,
         rt: tokio::runtime::Handle,
-        shared: Arc<Mutex<Shared>>,
         rx: mpsc::Receiver<Op>,
     ) {
         let db = match store.wallet_db() {
@@ -346,7 +236,7 @@ impl Writer {
         let mut w = Writer {
             clock,
             db,
-            shared,
+            books: HashMap::new(),
             books_version: i64::MIN,
             known: HashMap::new(),
         };
@@ -450,7 +340,7 @@ impl Writer {
         let result = self.decide(ops).and_then(|()| self.write(ops));
         if result.is_err() {
             self.db.rollback();
-            lock(&self.shared).drop_books();
+            self.books.clear();
             self.known.clear();
         }
         result
@@ -461,30 +351,17 @@ impl Writer {
         // Read under the write lock: whatever another connection wrote is committed.
         let version = self.db.data_version()?;
         if version != self.books_version {
-            lock(&self.shared).drop_books();
+            self.books.clear();
             self.books_version = version;
         }
         for op in ops.iter_mut() {
-            if let Job::Reserve { hold, decision } = &mut op.job {
-                let admission = match *decision {
+            if let Job::Reserve { hold, admitted } = &mut op.job {
+                if *admitted == Some(false) {
                     // Refused in a batch that failed since: its caller has the answer.
-                    Decision::Decided(
-                        refused @ (Admission::Exhausted { .. } | Admission::Insufficient { .. }),
-                    ) => refused,
-                    Decision::Decided(Admission::Admitted) => self.admit(hold, true)?,
-                    Decision::Open => self.admit(hold, false)?,
-                    Decision::Fast { generation } => {
-                        let fresh = {
-                            let mut s = lock(&self.shared);
-                            s.take_pending(&hold.user_id, hold.amount_micro.max(0));
-                            s.generation == generation
-                        };
-                        // Admitted against the books as they still are: it stands. Otherwise
-                        // another connection wrote since: decided again on the books read now.
-                        self.admit(hold, fresh)?
-                    }
-                };
-                *decision = Decision::Decided(admission);
+                    continue;
+                }
+                let admission = self.admit(hold, admitted.is_some())?;
+                *admitted = Some(admission == Admission::Admitted);
                 if let Answer::Admission { decided, .. } = &mut op.answer {
                     if let Some(tx) = decided.take() {
                         let _ = tx.send(Ok(admission));
@@ -501,15 +378,11 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             outcomes.push(match &op.job {
-                Job::Reserve { hold, decision } => {
-                    let admission = match *decision {
-                        Decision::Decided(a) => a,
-                        _ => unreachable!("every hold of the batch is decided first"),
-                    };
-                    if admission == Admission::Admitted {
+                Job::Reserve { hold, admitted } => {
+                    if *admitted == Some(true) {
                         self.write_hold(hold, now)?;
                     }
-                    Outcome::Reserved(admission)
+                    Outcome::Committed
                 }
                 Job::Settle(c) => Outcome::Closed(self.settle(c, now)?),
                 Job::Release(id) => Outcome::Closed(self.release(id, now)?),
@@ -522,26 +395,20 @@ impl Writer {
 
     /// The user's books, read from the store the first time (within the transaction, so they
     /// include its own writes).
-    fn books_of(&mut self, user: &str) -> Result<Books, StoreError> {
-        if let Some(b) = lock(&self.shared).books.get(user) {
-            return Ok(*b);
+    fn books_of(&mut self, user: &str) -> Result<&mut Books, StoreError> {
+        if !self.books.contains_key(user) {
+            let (balance, seq) = self.db.balance(user)?;
+            let reserved = self.db.reserved(user)?;
+            self.books.insert(
+                user.to_owned(),
+                Books {
+                    balance,
+                    seq,
+                    reserved,
+                },
+            );
         }
-        let (balance, seq) = self.db.balance(user)?;
-        let reserved = self.db.reserved(user)?;
-        let books = Books {
-            balance,
-            seq,
-            reserved,
-        };
-        lock(&self.shared).books.insert(user.to_owned(), books);
-        Ok(books)
-    }
-
-    /// Changes the user's books (read by [`Writer::books_of`] before, in this transaction).
-    fn update_books(&mut self, user: &str, f: impl FnOnce(&mut Books)) {
-        if let Some(b) = lock(&self.shared).books.get_mut(user) {
-            f(b);
-        }
+        Ok(self.books.get_mut(user).expect("inserted above"))
     }
 
     /// The open hold `id`: remembered, else read from the store (another incarnation's).
@@ -560,18 +427,22 @@ impl Writer {
         if amount == 0 {
             return Ok(Admission::Admitted);
         }
-        let books = self.books_of(&h.user_id)?;
-        let mut s = lock(&self.shared);
+        let b = self.books_of(&h.user_id)?;
+        let available = b.balance - b.reserved;
         if !admitted_before {
-            // What callers admitted and the writer has not taken over yet is promised too.
-            let admission = books.admit(amount, s.pending(&h.user_id));
-            if admission != Admission::Admitted {
-                return Ok(admission);
+            if available <= 0 {
+                return Ok(Admission::Exhausted {
+                    available_micro: available,
+                });
+            }
+            if available < amount {
+                return Ok(Admission::Insufficient {
+                    available_micro: available,
+                    estimate_micro: amount,
+                });
             }
         }
-        if let Some(b) = s.books.get_mut(&h.user_id) {
-            b.reserved += amount;
-        }
+        b.reserved += amount;
         Ok(Admission::Admitted)
     }
 
@@ -592,15 +463,15 @@ impl Writer {
             return Ok(false);
         };
         // Read before the hold closes: the books then count it as reserved.
-        let mut b = self.books_of(&hold.user_id)?;
+        self.books_of(&hold.user_id)?;
         if !self.db.close_hold(&hold.id, "settled", now)? {
             return Ok(false);
         }
         let cost = c.cost_micro.max(0);
+        let b = self.books.get_mut(&hold.user_id).expect("read above");
         b.reserved -= hold.amount_micro;
         b.balance -= cost;
         b.seq += 1;
-        self.update_books(&hold.user_id, |books| *books = b);
         let entry = LedgerRow {
             input_tokens: c.input_tokens.map(|t| t as i64),
             output_tokens: c.output_tokens.map(|t| t as i64),
@@ -625,7 +496,9 @@ impl Writer {
         if !self.db.close_hold(id, "released", now)? {
             return Ok(false);
         }
-        self.update_books(&hold.user_id, |b| b.reserved -= hold.amount_micro);
+        if let Some(b) = self.books.get_mut(&hold.user_id) {
+            b.reserved -= hold.amount_micro;
+        }
         Ok(true)
     }
 }
@@ -718,31 +591,13 @@ impl Wallet for WalletHandle {
     }
 
     async fn reserve(&self, hold: Hold) -> Result<Reservation, WalletError> {
-        let (committed, commit) = oneshot::channel();
-        let fast = lock(&self.shared).admit_fast(&hold.user_id, hold.amount_micro.max(0));
-        if let Some(generation) = fast {
-            // When the writer has stopped, `commit` reports it.
-            let _ = self.ops.send(Op {
-                job: Job::Reserve {
-                    hold,
-                    decision: Decision::Fast { generation },
-                },
-                answer: Answer::Admission {
-                    decided: None,
-                    committed,
-                },
-            });
-            return Ok(Reservation {
-                admission: Admission::Admitted,
-                committed: Box::pin(answer(commit)),
-            });
-        }
         let (decided, decision) = oneshot::channel();
+        let (committed, commit) = oneshot::channel();
         // When the writer has stopped, `decision` reports it (its sender is dropped with the op).
         let _ = self.ops.send(Op {
             job: Job::Reserve {
                 hold,
-                decision: Decision::Open,
+                admitted: None,
             },
             answer: Answer::Admission {
                 decided: Some(decided),
