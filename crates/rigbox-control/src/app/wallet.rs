@@ -5,7 +5,7 @@
 //! in one `BEGIN IMMEDIATE` transaction and answers each caller after the commit (group
 //! commit). Admission is the exception: it is decided first, under the write lock, and answered
 //! at once, so the proxy calls the upstream while the hold commits; the proxy relays nothing
-//! before that commit. Settlements alone wait up to [`SETTLE_WAIT`] for company (the next
+//! before that commit. Settlements alone wait up to `SETTLE_WAIT` for company (the next
 //! request's hold, usually), so a client sending one request at a time costs one commit per
 //! request. A hold moves out of `open` through a conditional update, so it is settled or
 //! released exactly once whoever tries.
