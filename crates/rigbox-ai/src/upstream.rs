@@ -1,8 +1,7 @@
 //! The proxy's HTTP client to its upstreams: hyper's pooled client over rustls with Mozilla's
 //! roots (HTTP/1.1, or HTTP/2 where TLS negotiates it), keep-alive connections reused across
 //! requests. It is on every proxied request's path, so it is hyper's own client rather than a
-//! convenience layer over it (bench/ai-proxy: ~30 µs less per request than reqwest on these
-//! machines).
+//! convenience layer over it (bench/ai-proxy: 24% more requests/s than through reqwest).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
