@@ -26,8 +26,9 @@
 # Knobs: ROUNDS (3), N requests per sequential run for direct and ours (2000; N_STREAM for
 # streams, 1000), N_LITELLM for LiteLLM (300), DURATION seconds per throughput run (5), CONNS
 # (32), LITELLM_WORKERS (2, one per core), LITELLM=0 (leave LiteLLM out: a quick run of direct
-# and ours while working on the proxy; no ratio to LiteLLM), PROFILE=1 (perf record rigboxd during one extra
-# throughput run of ours and print where its CPU goes; PROFILE_OUT=FILE keeps perf.data).
+# and ours while working on the proxy; no ratio to LiteLLM), PROFILE=1 (perf record rigboxd
+# during one extra throughput run of ours and print where its CPU goes; PROFILE_OUT=FILE keeps
+# perf.data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${ROUNDS:-3}" n="${N:-2000}" n_stream="${N_STREAM:-1000}" n_litellm="${N_LITELLM:-300}" duration="${DURATION:-5}"

@@ -149,13 +149,9 @@ fn forward_headers(from: &HeaderMap, up: Upstream, key: &str) -> Result<HeaderMa
 
 /// The relayed response: the upstream's status and headers (minus hop-by-hop ones), with
 /// `X-Rigbox-Request-Id`.
-fn relay_head(
-    status: StatusCode,
-    upstream: &HeaderMap,
-    request_id: &str,
-) -> http::response::Builder {
-    let mut b = Response::builder().status(status);
-    for (name, value) in upstream {
+fn relay_head(upstream: &http::response::Parts, request_id: &str) -> http::response::Builder {
+    let mut b = Response::builder().status(upstream.status);
+    for (name, value) in &upstream.headers {
         if !dropped(name, DROPPED_RESPONSE_HEADERS) {
             b = b.header(name, value);
         }
@@ -488,14 +484,14 @@ impl AiProxy {
             let body = self.read_body(body).await?;
             let fwd = forward_headers(&headers, up, &key)?;
             let req = upstream_request(method, &format!("{base}/{path}"), fwd, body)?;
-            let (status, head, bytes) = self.fetch(req).await?;
-            let bytes = if filter_models && status.is_success() && !self.cfg.models_allow.is_empty()
-            {
-                self.filter_models(bytes)
-            } else {
-                bytes
-            };
-            relay_head(status, &head, &request_id)
+            let (head, bytes) = self.fetch(req).await?;
+            let bytes =
+                if filter_models && head.status.is_success() && !self.cfg.models_allow.is_empty() {
+                    self.filter_models(bytes)
+                } else {
+                    bytes
+                };
+            relay_head(&head, &request_id)
                 .body(Body::from(bytes))
                 .map_err(|_| GatewayError::internal())
         }
@@ -579,7 +575,7 @@ impl AiProxy {
                 .await?;
             let outcome = beside_commit(&request_id, self.fetch(req), committed).await?;
             match outcome {
-                Ok((status, head, bytes)) if status.is_success() => {
+                Ok((head, bytes)) if head.status.is_success() => {
                     self.settle(Charge {
                         request_id: request_id.clone(),
                         cost_micro: micro,
@@ -589,13 +585,13 @@ impl AiProxy {
                         estimated: false,
                     })
                     .await;
-                    cost_headers(relay_head(status, &head, &request_id), micro)
+                    cost_headers(relay_head(&head, &request_id), micro)
                         .body(Body::from(bytes))
                         .map_err(|_| GatewayError::internal())
                 }
-                Ok((status, head, bytes)) => {
+                Ok((head, bytes)) => {
                     self.release(&request_id).await;
-                    relay_head(status, &head, &request_id)
+                    relay_head(&head, &request_id)
                         .body(Body::from(bytes))
                         .map_err(|_| GatewayError::internal())
                 }
@@ -611,12 +607,12 @@ impl AiProxy {
     async fn fetch(
         &self,
         req: upstream::Request,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), GatewayError> {
+    ) -> Result<(http::response::Parts, Bytes), GatewayError> {
         let (head, body) = self.send(req).await?.into_parts();
         let bytes = upstream::read_all(body)
             .await
             .map_err(|_| upstream_unreachable())?;
-        Ok((head.status, head.headers, bytes))
+        Ok((head, bytes))
     }
 
     /// Sends a request, mapping failures to 502 and a missing head to 504.
@@ -780,13 +776,9 @@ impl Job {
             let (upstream_head, body) = resp.into_parts();
             let bytes = upstream::read_all(body).await.unwrap_or_default();
             p.release(&self.request_id).await;
-            let r = relay_head(
-                upstream_head.status,
-                &upstream_head.headers,
-                &self.request_id,
-            )
-            .body(Body::from(bytes))
-            .map_err(|_| GatewayError::internal());
+            let r = relay_head(&upstream_head, &self.request_id)
+                .body(Body::from(bytes))
+                .map_err(|_| GatewayError::internal());
             let _ = head.send(r);
             return;
         }
@@ -817,16 +809,9 @@ impl Job {
         let charge = self.charge(usage, true, chars);
         let micro = charge.cost_micro;
         let settled = p.settle(charge);
-        let r = cost_headers(
-            relay_head(
-                upstream_head.status,
-                &upstream_head.headers,
-                &self.request_id,
-            ),
-            micro,
-        )
-        .body(Body::from(body))
-        .map_err(|_| GatewayError::internal());
+        let r = cost_headers(relay_head(&upstream_head, &self.request_id), micro)
+            .body(Body::from(body))
+            .map_err(|_| GatewayError::internal());
         let _ = head.send(r);
         settled.await;
     }
@@ -840,13 +825,9 @@ impl Job {
                 .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
         }));
         let (upstream_head, mut resp) = resp.into_parts();
-        let r = relay_head(
-            upstream_head.status,
-            &upstream_head.headers,
-            &self.request_id,
-        )
-        .body(body)
-        .map_err(|_| GatewayError::internal());
+        let r = relay_head(&upstream_head, &self.request_id)
+            .body(body)
+            .map_err(|_| GatewayError::internal());
         let mut client = head.send(r).is_ok();
         let pricer = self.pricer();
         let mut meter = StreamMeter::new(self.flavor);

@@ -107,7 +107,8 @@ impl Store {
 /// on the caller's thread. It never waits for the write lock itself (`busy_timeout = 0`:
 /// [`WalletDb::begin`] reports [`WalletDb::is_busy`] and the caller retries when it sees fit,
 /// sooner than SQLite's own busy handler would) and never checkpoints inside a commit
-/// (`wal_autocheckpoint = 0`; see [`Store::checkpoint`]). Its page cache (64 MiB) stays warm between its transactions.
+/// (`wal_autocheckpoint = 0`; see [`Store::checkpoint`]). Its page cache (64 MiB) stays warm
+/// between its transactions.
 pub struct WalletDb {
     conn: rusqlite::Connection,
 }
