@@ -17,9 +17,10 @@
 # medians of ROUNDS alternating rounds, the latency each proxy adds over direct, and the
 # throughput ratio ours/LiteLLM. The load generator is bench/ai-proxy/loadgen (a workspace
 # member; wrk cannot bind a source address or time the first byte of a stream). Also the latency
-# of Anthropic's count_tokens, direct and through ours, which relays it unmetered (no hold, no
-# charge): the difference to chat completions is what the wallet costs. At the end, the wallet
-# is checked: no open hold, one charge per settled hold.
+# of Anthropic's count_tokens, direct and through ours, which relays it unmetered (no rewrite of
+# the body, no metering, no hold, no charge): the difference to chat completions is what metering
+# and the wallet cost together. At the end, the wallet is checked: no open hold, one charge per
+# settled hold.
 #
 #   bench/ai-proxy/run.sh      (root, for `ip netns`; needs python3 with venv, jq; PyPI the first
 #                               time, for the LiteLLM venv cached in ~/.cache/rigbox)
@@ -28,7 +29,10 @@
 # (32), LITELLM_WORKERS (2, one per core), LITELLM=0 (leave LiteLLM out: a quick run of direct
 # and ours while working on the proxy; no ratio to LiteLLM), PROFILE=1 (perf record rigboxd
 # during one extra throughput run of ours and print where its CPU goes; PROFILE_OUT=FILE keeps
-# perf.data).
+# perf.data), BIN=DIR (run the binaries in DIR, built beforehand, instead of building the
+# checkout: to compare two builds side by side, alternate runs with BIN of each; CARGO_TARGET_DIR
+# alone is no A/B, as the checkout is built into it). For the sides served by rigboxd, each run
+# also reports rigboxd's CPU time and times scheduled onto a CPU per request (all its threads).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${ROUNDS:-3}" n="${N:-2000}" n_stream="${N_STREAM:-1000}" n_litellm="${N_LITELLM:-300}" duration="${DURATION:-5}"
@@ -43,8 +47,12 @@ for c in ip python3 jq flock sha256sum; do
     command -v "$c" >/dev/null || { echo "run.sh: needs $c (apt-get install iproute2 python3-venv jq util-linux coreutils)" >&2; exit 1; }
 done
 [ "$profile" = 1 ] && { command -v perf >/dev/null || { echo "run.sh: PROFILE=1 needs perf" >&2; exit 1; }; }
-cargo build -q --release -p rigboxd -p rigbox-testkit -p rigbox-ai-loadgen --bins
-bin="$target/release"
+if [ -n "${BIN:-}" ]; then
+    bin="$BIN"
+else
+    cargo build -q --release -p rigboxd -p rigbox-testkit -p rigbox-ai-loadgen --bins
+    bin="$target/release"
+fi
 
 if [ "$with_litellm" = 1 ]; then
 # LiteLLM, pinned, in a cached venv (created in place under a lock: its scripts' shebangs).
@@ -169,10 +177,20 @@ loadgen() {
         direct_passthrough) t=(--url "$fake_anthropic/v1/messages/count_tokens" --header "x-api-key: sk-ant-fake" --header "anthropic-version: 2023-06-01") ;;
         ours_passthrough) t=(--url "$bridge/v1/messages/count_tokens" --local "$local_ip" --header "anthropic-version: 2023-06-01") ;;
     esac
+    local before after
+    before="$(rigboxd_cpu)"
     out="$(nsx "$bin/rigbox-ai-loadgen" "$@" "${t[@]}" 2>>"$work/loadgen.err")"
+    after="$(rigboxd_cpu)"
+    # rigboxd's CPU time and runs on a CPU per request, for the sides it serves (warm-ups
+    # included: they are requests it served).
+    case "$side" in ours*) out="$(echo "$out" | jq -c --argjson b "[$before]" --argjson a "[$after]" '
+        (.sent // 0) as $n | if $n > 0 then . + {cpu_us_per_req: (($a[0] - $b[0]) / 1000 / $n), runs_per_req: (($a[1] - $b[1]) / $n)} else . end')" ;; esac
     echo "$out" | jq -c --arg side "$side" --arg kind "$kind" --argjson round "$round" '. + {side: $side, kind: $kind, round: $round}' >> "$work/results.jsonl"
-    echo "$out" | jq -r --arg side "$side" --arg kind "$kind" '"  \($kind) \($side): ok \(.ok) errors \(.errors) p50 \(.p50_us) us p99 \(.p99_us) us\(if .end_p50_us then " (stream end p50 \(.end_p50_us) us)" else "" end) req/s \(.rps | floor)"'
+    echo "$out" | jq -r --arg side "$side" --arg kind "$kind" '"  \($kind) \($side): ok \(.ok) errors \(.errors) p50 \(.p50_us) us p99 \(.p99_us) us\(if .end_p50_us then " (stream end p50 \(.end_p50_us) us)" else "" end) req/s \(.rps | floor)\(if .cpu_us_per_req then "; rigboxd CPU \(.cpu_us_per_req | round) us, \(.runs_per_req * 10 | round / 10) runs per request" else "" end)"'
 }
+# rigboxd_cpu: "NS, RUNS": CPU time (ns) and times scheduled onto a CPU, summed over its threads
+# (/proc/PID/task/*/schedstat).
+rigboxd_cpu() { cat /proc/"$rigboxd_pid"/task/*/schedstat 2>/dev/null | awk '{ns += $1; runs += $3} END {printf "%.0f, %.0f", ns, runs}'; }
 # n_of SIDE [N]: requests of a sequential run (LiteLLM is two orders of magnitude slower).
 n_of() { if [ "$1" = litellm ]; then echo "$n_litellm"; else echo "${2:-$n}"; fi; }
 
@@ -250,12 +268,13 @@ summary='
   def added($s; $kind; $f): m($s; $kind; $f) as $a | m("direct"; $kind; $f) as $d | if $a == null or $d == null then null else $a - $d end;
 '
 jq -rs "$summary"'
-  ["side", "latency_p50_us", "latency_p99_us", "ttfb_p50_us", "ttfb_p99_us", "stream_end_p50_us", "req/s", "loaded_p50_us", "loaded_p99_us", "errors"],
+  ["side", "latency_p50_us", "latency_p99_us", "ttfb_p50_us", "ttfb_p99_us", "stream_end_p50_us", "req/s", "loaded_p50_us", "loaded_p99_us", "cpu_us/req", "loaded_cpu_us/req", "errors"],
   (["direct", "ours", "litellm", "direct_passthrough", "ours_passthrough"][] as $s | [$s,
       (m($s; "latency"; "p50_us") | f0), (m($s; "latency"; "p99_us") | f0),
       (m($s; "ttfb"; "p50_us") | f0), (m($s; "ttfb"; "p99_us") | f0), (m($s; "ttfb"; "end_p50_us") | f0),
       (m($s; "throughput"; "rps") | f0),
       (m($s; "throughput"; "p50_us") | f0), (m($s; "throughput"; "p99_us") | f0),
+      (m($s; "latency"; "cpu_us_per_req") | f0), (m($s; "throughput"; "cpu_us_per_req") | f0),
       ([.[] | select(.side == $s and .kind != "smoke") | .errors] | add | tostring)])
   | @tsv' "$work/results.jsonl" | column -t -s $'\t'
 echo
@@ -264,7 +283,8 @@ jq -rs --arg rounds "$rounds" --arg conns "$conns" "$summary"'
   (["ours", "litellm"][] as $s | select(m($s; "latency"; "p50_us") != null)
     | "  \($s) adds: latency p50 \(added($s; "latency"; "p50_us") | f0), p99 \(added($s; "latency"; "p99_us") | f0); ttfb p50 \(added($s; "ttfb"; "p50_us") | f0), p99 \(added($s; "ttfb"; "p99_us") | f0)"),
   "  target: ours adds < 200 µs at p50 and < 1000 µs at p99",
-  "  ours without the wallet (count_tokens relayed unmetered) adds: latency p50 \(m("ours_passthrough"; "latency"; "p50_us") - m("direct_passthrough"; "latency"; "p50_us") | f0), p99 \(m("ours_passthrough"; "latency"; "p99_us") - m("direct_passthrough"; "latency"; "p99_us") | f0)",
+  "  ours relaying unmetered (count_tokens: no rewrite, no metering, no wallet) adds: latency p50 \(m("ours_passthrough"; "latency"; "p50_us") - m("direct_passthrough"; "latency"; "p50_us") | f0), p99 \(m("ours_passthrough"; "latency"; "p99_us") - m("direct_passthrough"; "latency"; "p99_us") | f0)",
+  "  rigboxd CPU per request: metered \(m("ours"; "latency"; "cpu_us_per_req") | f0) µs one at a time, \(m("ours"; "throughput"; "cpu_us_per_req") | f0) µs under load; unmetered \(m("ours_passthrough"; "latency"; "cpu_us_per_req") | f0) µs",
   "  added latency litellm/ours: p50 \(div(added("litellm"; "latency"; "p50_us"); added("ours"; "latency"; "p50_us")) | r1)x, ttfb p50 \(div(added("litellm"; "ttfb"; "p50_us"); added("ours"; "ttfb"; "p50_us")) | r1)x",
   "  throughput ours/litellm: \(div(m("ours"; "throughput"; "rps"); m("litellm"; "throughput"; "rps")) | r1)x (target >= 100x); ours/direct: \(div(m("ours"; "throughput"; "rps"); m("direct"; "throughput"; "rps")) | r2)x"
 ' "$work/results.jsonl"

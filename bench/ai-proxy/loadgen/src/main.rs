@@ -339,6 +339,7 @@ async fn sequential(
         "ok": times.len(),
         "errors": errors,
         "warmup_errors": warmup_errors,
+        "sent": warmup + n,
         "reconnects": conn.reconnects,
         "rps": times.len() as f64 / elapsed,
     });
@@ -377,12 +378,14 @@ async fn throughput(
             let mut times = Vec::new();
             let mut errors = 0u64;
             let mut first_error = None;
+            let mut sent_all = 0u64;
             tokio::time::sleep_until(begin.into()).await;
             loop {
                 let sent = Instant::now();
                 if sent >= end {
                     break;
                 }
+                sent_all += 1;
                 let r = conn.request().await;
                 if sent < measure_from {
                     continue;
@@ -397,18 +400,20 @@ async fn throughput(
                     }
                 }
             }
-            (times, errors, first_error, conn.reconnects)
+            (times, errors, first_error, conn.reconnects, sent_all)
         }));
     }
     let mut times = Vec::new();
     let mut errors = 0;
     let mut reconnects = 0;
+    let mut sent = 0;
     let mut reported = false;
     for t in tasks {
-        let (ts, e, first, r) = t.await?;
+        let (ts, e, first, r, s) = t.await?;
         times.extend(ts);
         errors += e;
         reconnects += r;
+        sent += s;
         if let (Some(first), false) = (first, reported) {
             eprintln!("rigbox-ai-loadgen: first error: {first:#}");
             reported = true;
@@ -421,6 +426,7 @@ async fn throughput(
         "secs": secs,
         "ok": times.len(),
         "errors": errors,
+        "sent": sent,
         "reconnects": reconnects,
         "rps": times.len() as f64 / secs,
     });
