@@ -231,3 +231,61 @@ async fn without_a_database_file_holds_fail_and_reads_still_answer() {
     assert!(reserve(&wallet, hold("u", "w", "r1", 1)).await.is_err());
     assert_eq!(app.wallet_synced().await, Ok(()));
 }
+
+#[tokio::test]
+async fn the_journal_a_crashed_run_left_is_replayed_once() {
+    // What a run killed before its writer applied the journal leaves beside the database: a
+    // hold admitted and settled, a hold admitted and still open, a hold record repeated (a
+    // record already applied) and a torn last line. A new writer over the file (here another
+    // App's, as a restarted rigboxd's) applies each once before it answers anything.
+    let (tp, app, me, uid, ws, _wallet) = setup().await;
+    let start = credits(&me).await["balance_micro"]
+        .as_i64()
+        .expect("balance");
+    let db = tp.data_dir().join("rigbox.db");
+    let journal = |i: usize| {
+        let mut p = db.clone().into_os_string();
+        p.push(format!("-wallet-journal-{i}"));
+        std::path::PathBuf::from(p)
+    };
+    let at = app.now();
+    let line = |n: u64, record: Value| format!("{}\n", json!([n, record]));
+    let h1 = json!({"Hold": {"hold": hold(&uid, &ws, "j1", 500), "at": at}});
+    let h2 = json!({"Hold": {"hold": hold(&uid, &ws, "j2", 200), "at": at}});
+    let s1 = json!({"Settle": charge("j1", 300)});
+    // The files' order is the records' numbers, not the file names.
+    std::fs::write(journal(0), line(2, s1) + &line(3, h2) + "[4, {\"Sett").expect("journal 0");
+    std::fs::write(journal(1), line(0, h1.clone()) + &line(1, h1)).expect("journal 1");
+
+    let other = App::new(
+        rigbox_control::Store::open_sqlite(&db)
+            .await
+            .expect("a second store on the file"),
+        app.config.clone(),
+        app.clock.clone(),
+        Vec::new(),
+    );
+    let wallet = other.wallet();
+    other.wallet_synced().await.expect("replayed");
+    let c = credits(&me).await;
+    assert_eq!(c["balance_micro"], start - 300, "{c}");
+    assert_eq!(c["reserved_micro"], 200, "{c}");
+    assert_eq!(wallet.settle(charge("j1", 300)).await, Ok(false), "settled once");
+    assert_eq!(wallet.settle(charge("j2", 150)).await, Ok(true), "j2 was open");
+    let (s, l) = me.get("/users/me/credits/ledger?limit=200").await;
+    assert_eq!(s, 200, "{l}");
+    let charged: Vec<&str> = l["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["request_id"].as_str())
+        .collect();
+    assert_eq!(charged, ["j2", "j1"], "{l}");
+    for i in 0..2 {
+        let left = std::fs::read_to_string(journal(i)).expect("journal");
+        assert!(
+            !left.contains("\"j1\"") && !left.contains("Hold"),
+            "journal {i} still holds replayed records: {left}"
+        );
+    }
+}

@@ -50,7 +50,7 @@ pub struct Account {
 }
 
 /// A hold to create at admission.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hold {
     /// The request ID (`X-Rigbox-Request-Id`), also the hold's ID.
     pub request_id: String,
@@ -82,7 +82,7 @@ pub enum Admission {
 }
 
 /// The final cost of a request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Charge {
     pub request_id: String,
     pub cost_micro: i64,

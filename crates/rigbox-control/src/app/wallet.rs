@@ -1,28 +1,39 @@
 //! The credit wallet's write side for the AI proxy (bridge-and-ai.md §8): holds at admission,
 //! settlement with its ledger charge, release, and the reconciler of orphaned holds.
 //!
-//! One writer applies every hold operation, in batches: it takes what is queued, runs it all
-//! in one `BEGIN IMMEDIATE` transaction and answers each caller after the commit (group
-//! commit). Admission is the exception: it is decided first, under the write lock, and answered
-//! at once, so the proxy calls the upstream while the hold commits; the proxy relays nothing
-//! before that commit. Settlements alone wait up to `SETTLE_WAIT` for company (the next
-//! request's hold, usually), so a client sending one request at a time costs one commit per
-//! request. A hold moves out of `open` through a conditional update, so it is settled or
-//! released exactly once whoever tries.
+//! One writer thread applies every hold operation to the store, in batches: it takes what is
+//! queued, runs it all in one `BEGIN IMMEDIATE` transaction and answers each caller after the
+//! commit (group commit).
+//!
+//! **The journal.** A request is admitted in its own task, with no round trip to the writer:
+//! against the books the writer keeps in memory (each user's balance, last ledger `seq` and sum
+//! of open holds, [`Shared`]), less what callers admitted that the writer has not applied yet
+//! (`pending`). The admitted hold is made durable by one `write` to an append-only journal file
+//! beside the database, the same durability as SQLite's WAL at `synchronous = NORMAL` (the page
+//! cache, no `fsync`), and queued for the writer; settlements and releases are journaled the
+//! same way. The writer applies journaled operations in batches: operations nobody waits for
+//! wait up to [`BATCH_WAIT`] for company, so requests sent one at a time no longer cost a
+//! transaction each. There are two journal files: when the writer takes a batch it switches
+//! the callers to the other file, under the same lock under which callers append and queue, so
+//! the file it leaves holds exactly the batch's records and is emptied once the batch is
+//! committed. At start-up, before the journal is used, the writer replays both files in their
+//! order: a hold is inserted unless it exists, a settlement or release applies only to an open
+//! hold, so a record already applied changes nothing.
+//!
+//! **The writer decides everything else.** A caller only admits on its own while the books are
+//! fresh: nothing but the writer has committed since the writer's last commit (a connection of
+//! its own, `watch`, reads SQLite's `data_version`, a few µs). When the books are not fresh,
+//! not known, or do not cover the request, the writer decides it under the write lock
+//! (answering at once, before the commit; it reads the books again when another connection
+//! has committed) and the hold commits beside the upstream call, as before the journal. So a
+//! top-up, a monthly reset or an adjustment by the API or by `rigboxd admin` in another process
+//! is seen by the next decision after its commit. This assumes one wallet writer per database
+//! (one control plane, as in the one-machine mode).
 //!
 //! The writer is a thread of its own with a synchronous connection ([`WalletDb`]): a commit
-//! writes a dozen WAL pages (~0.1 ms here), which on a runtime worker would hold up every task
-//! queued behind it, the proxied requests' own included.
-//!
-//! The writer keeps each user's books (balance, last ledger `seq`, sum of open holds) and the
-//! open holds it knows in memory, so admission is decided without a query and a request costs
-//! one statement at reserve and two at settle. The books are a cache of committed state: they
-//! are dropped when a transaction fails, and when any other connection has committed since the
-//! writer's last transaction (SQLite's `data_version`, read once its own `BEGIN IMMEDIATE` holds
-//! the write lock): another ledger writer (monthly reset, plan change, an adjustment by the API
-//! or by `rigboxd admin` in another process) is never missed, so the writer never builds on a
-//! stale balance. This assumes one wallet writer per database (one control plane, as in the
-//! one-machine mode): the open-hold sums are the writer's alone.
+//! writes a dozen WAL pages, which on a runtime worker would hold up every task queued behind
+//! it. A hold moves out of `open` through a conditional update, so it is settled or released
+//! exactly once whoever tries.
 
 use super::credits::period_of;
 use super::{App, Clock};
@@ -32,17 +43,18 @@ use rigbox_types::wallet::{
 };
 use rigbox_types::WorkspaceId;
 use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// Most operations applied in one transaction.
-const MAX_BATCH: usize = 256;
-/// How long a batch of settlements alone waits for more operations before it commits (its
-/// callers have answered their clients; the holds it closes are durable meanwhile).
-const SETTLE_WAIT: Duration = Duration::from_millis(1);
+/// How long a batch of operations nobody waits for (journaled holds, settlements) waits for
+/// company before the writer applies it: their callers have answered, or are answering, their
+/// clients, and the journal has them.
+const BATCH_WAIT: Duration = Duration::from_millis(2);
 /// How long the writer waits before trying again for the write lock another connection holds.
 const BUSY_RETRY: Duration = Duration::from_micros(500);
 /// A passive WAL checkpoint runs beside the writer once it has been idle this long, or after
@@ -50,10 +62,9 @@ const BUSY_RETRY: Duration = Duration::from_micros(500);
 /// the CPU and the disk while it runs: every 200 operations it slowed 1% of requests by 1–2 ms
 /// (the p99); in a pause it slows none.
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(20);
-/// Most operations between checkpoints, under load that leaves no pause (two per request; a
-/// request writes ~12 WAL pages when alone in its commit, fewer when batched, so the WAL grows to
-/// ~100 MB at most). A page rewritten by many commits is copied to the database once per
-/// checkpoint.
+/// Most operations between checkpoints, under load that leaves no pause (two per request; the
+/// WAL grows to ~100 MB at most). A page rewritten by many commits is copied to the database
+/// once per checkpoint.
 const CHECKPOINT_EVERY: usize = 4_000;
 /// Open holds remembered at most (more are read back from the store when they close).
 const MAX_KNOWN_HOLDS: usize = 100_000;
@@ -61,9 +72,175 @@ const MAX_KNOWN_HOLDS: usize = 100_000;
 /// name may, and the ledger records the name at most this stale).
 const ACCOUNT_TTL: Duration = Duration::from_secs(2);
 
-/// The writer's queue (unbounded: every caller waits for its answer, so it holds at most one
-/// operation per request in flight).
-pub(crate) type Queue = mpsc::Sender<Op>;
+/// The writer's queue (unbounded: it holds at most a few operations per request in flight)
+/// and what the handles share with the writer.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    ops: mpsc::Sender<Op>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// What the handles share with the writer. Only the writer changes `books`; callers add what
+/// they admit to `pending`, which the writer moves into the books as it applies each hold.
+#[derive(Default)]
+struct Shared {
+    books: HashMap<String, Books>,
+    /// Per user, the holds admitted by their callers and not yet applied by the writer.
+    pending: HashMap<String, i64>,
+    /// `None` until the writer has replayed what a previous run left (and for a database in
+    /// memory): callers then leave every decision to the writer.
+    journal: Option<Journal>,
+    /// A connection of its own that tells whether anyone but the writer has committed since
+    /// the writer's last commit: its `data_version` then differs from `expected`, and callers
+    /// leave decisions to the writer, which reads the books again.
+    watch: Option<WalletDb>,
+    /// `watch`'s `data_version` right after the writer's last commit (`None`: not known).
+    expected: Option<i64>,
+}
+
+impl Shared {
+    /// Whether the books still hold what is committed: nothing but the writer has committed
+    /// since its last commit.
+    fn fresh(&self) -> bool {
+        match (&self.watch, self.expected) {
+            (Some(w), Some(e)) => w.data_version().ok() == Some(e),
+            _ => false,
+        }
+    }
+
+    /// Notes, after a commit of the writer, what `watch` sees.
+    fn committed(&mut self) {
+        self.expected = self.watch.as_ref().and_then(|w| w.data_version().ok());
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A user's committed money, as the writer tracks it.
+#[derive(Debug, Clone, Copy)]
+struct Books {
+    balance: i64,
+    /// The `seq` of the user's newest ledger entry (0: none yet).
+    seq: i64,
+    /// Sum of the user's open holds.
+    reserved: i64,
+}
+
+impl Books {
+    /// The admission of `amount` against these books, with `pending` more admitted already.
+    fn admit(&self, amount: i64, pending: i64) -> Admission {
+        let available = self.balance - self.reserved - pending;
+        if amount == 0 {
+            Admission::Admitted
+        } else if available <= 0 {
+            Admission::Exhausted {
+                available_micro: available,
+            }
+        } else if available < amount {
+            Admission::Insufficient {
+                available_micro: available,
+                estimate_micro: amount,
+            }
+        } else {
+            Admission::Admitted
+        }
+    }
+}
+
+/// The journal's two files (see the module docs). Each record is one JSON line `[n, record]`,
+/// `n` counting across both files, written with one `write`.
+struct Journal {
+    files: [std::fs::File; 2],
+    active: usize,
+    next: u64,
+    line: Vec<u8>,
+}
+
+/// A journal record, as written.
+#[derive(serde::Serialize)]
+enum RecordRef<'a> {
+    Hold { hold: &'a Hold, at: i64 },
+    Settle(&'a Charge),
+    Release(&'a str),
+}
+
+/// A journal record, as read back.
+#[derive(serde::Deserialize)]
+enum Record {
+    Hold { hold: Hold, at: i64 },
+    Settle(Charge),
+    Release(String),
+}
+
+impl Journal {
+    fn paths(db: &Path) -> [PathBuf; 2] {
+        let name = |i: usize| {
+            let mut s = db.as_os_str().to_owned();
+            s.push(format!("-wallet-journal-{i}"));
+            PathBuf::from(s)
+        };
+        [name(0), name(1)]
+    }
+
+    fn open(db: &Path) -> std::io::Result<Self> {
+        let [a, b] = Self::paths(db);
+        let open = |p: PathBuf| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(p)
+        };
+        Ok(Journal {
+            files: [open(a)?, open(b)?],
+            active: 0,
+            next: 0,
+            line: Vec::with_capacity(512),
+        })
+    }
+
+    /// Every record both files hold, in the order they were written; a torn last line (a crash
+    /// mid-`write`) is skipped.
+    fn read(&self) -> std::io::Result<Vec<Record>> {
+        let mut records = Vec::new();
+        for f in &self.files {
+            let mut f = f.try_clone()?;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
+            for line in std::io::BufReader::new(f).lines() {
+                let line = line?;
+                match serde_json::from_str::<(u64, Record)>(&line) {
+                    Ok(r) => records.push(r),
+                    Err(e) => tracing::warn!(error = %e, "wallet journal: skipping a torn record"),
+                }
+            }
+        }
+        records.sort_by_key(|(n, _)| *n);
+        Ok(records.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn append(&mut self, record: &RecordRef<'_>) -> std::io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &(self.next, record))?;
+        self.line.push(b'\n');
+        self.files[self.active].write_all(&self.line)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Sends further records to the other file; returns the one left, to empty once its
+    /// records are applied.
+    fn switch(&mut self) -> usize {
+        let left = self.active;
+        self.active = 1 - left;
+        left
+    }
+
+    fn empty(&self, i: usize) -> std::io::Result<()> {
+        self.files[i].set_len(0)
+    }
+}
 
 /// One queued operation and where its answer goes.
 pub(crate) struct Op {
@@ -72,11 +249,18 @@ pub(crate) struct Op {
 }
 
 enum Job {
-    /// `admitted` once decided: a hold retried after its batch failed is written without
-    /// deciding again (its caller may be calling the upstream already).
+    /// For the writer to decide. `admitted` once decided: a hold retried after its batch
+    /// failed is written without deciding again (its caller may be calling the upstream).
     Reserve {
         hold: Hold,
         admitted: Option<bool>,
+    },
+    /// Admitted by its caller and journaled at `at`. `counted` while its amount has moved
+    /// from `pending` into the books in a transaction not yet committed.
+    Journaled {
+        hold: Hold,
+        at: i64,
+        counted: bool,
     },
     Settle(Charge),
     Release(String),
@@ -92,6 +276,8 @@ enum Answer {
     },
     Closed(oneshot::Sender<Result<bool, WalletError>>),
     Synced(oneshot::Sender<Result<(), WalletError>>),
+    /// Nobody waits (a journaled hold).
+    Nobody,
 }
 
 enum Outcome {
@@ -109,26 +295,17 @@ impl Answer {
             }
             (Answer::Closed(tx), Outcome::Closed(b)) => drop(tx.send(Ok(b))),
             (Answer::Synced(tx), Outcome::Synced) => drop(tx.send(Ok(()))),
+            (Answer::Nobody, _) => {}
             _ => unreachable!("every job has its own kind of answer"),
         }
     }
 }
 
-/// A user's committed money, as the writer tracks it.
-#[derive(Debug, Clone, Copy)]
-struct Books {
-    balance: i64,
-    /// The `seq` of the user's newest ledger entry (0: none yet).
-    seq: i64,
-    /// Sum of the user's open holds.
-    reserved: i64,
-}
-
-/// The writer thread's state; everything but `clock` and `db` is a cache of the store.
+/// The writer thread's state; `known` is a cache of the store.
 struct Writer {
     clock: Arc<dyn Clock>,
     db: WalletDb,
-    books: HashMap<String, Books>,
+    shared: Arc<Mutex<Shared>>,
     /// The database's `data_version` the books were read at.
     books_version: i64,
     /// Open holds by request ID, as written at reserve.
@@ -139,7 +316,7 @@ struct Writer {
 #[derive(Clone)]
 pub struct WalletHandle {
     app: Arc<App>,
-    ops: Queue,
+    queue: Queue,
     accounts: Arc<Mutex<HashMap<WorkspaceId, (Instant, Account)>>>,
 }
 
@@ -166,25 +343,27 @@ impl App {
     /// runs its WAL checkpoints) and stops once every handle and the App are gone; every
     /// handle shares it (one writer per App, which keeps its queue for [`App::wallet_synced`]).
     pub fn wallet(self: &Arc<Self>) -> WalletHandle {
-        let ops = self
+        let queue = self
             .wallet_queue
             .get_or_init(|| {
                 let (tx, rx) = mpsc::channel();
+                let shared = Arc::new(Mutex::new(Shared::default()));
                 let (store, clock) = (self.store.clone(), self.clock.clone());
                 let rt = tokio::runtime::Handle::current();
+                let for_writer = shared.clone();
                 let spawned = std::thread::Builder::new()
                     .name("rigbox-wallet".into())
-                    .spawn(move || Writer::run(store, clock, rt, rx));
+                    .spawn(move || Writer::run(store, clock, for_writer, rt, rx));
                 if let Err(e) = spawned {
                     // Every operation then fails (its answer is dropped with the queue).
                     tracing::error!(error = %e, "wallet: cannot start its writer thread");
                 }
-                tx
+                Queue { ops: tx, shared }
             })
             .clone();
         WalletHandle {
             app: self.clone(),
-            ops,
+            queue,
             accounts: Arc::default(),
         }
     }
@@ -198,6 +377,7 @@ impl App {
         };
         let (tx, rx) = oneshot::channel();
         queue
+            .ops
             .send(Op {
                 job: Job::Sync,
                 answer: Answer::Synced(tx),
@@ -211,6 +391,7 @@ impl Writer {
     fn run(
         store: Store,
         clock: Arc<dyn Clock>,
+        shared: Arc<Mutex<Shared>>,
         rt: tokio::runtime::Handle,
         rx: mpsc::Receiver<Op>,
     ) {
@@ -236,21 +417,27 @@ impl Writer {
         let mut w = Writer {
             clock,
             db,
-            books: HashMap::new(),
+            shared,
             books_version: i64::MIN,
             known: HashMap::new(),
         };
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut since_checkpoint = 0usize;
-        let checkpointing = Arc::new(AtomicBool::new(false));
-        let take_queued = |batch: &mut Vec<Op>| {
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+        if let Some(file) = store.file() {
+            match w.replay(file).and_then(|j| Ok((j, store.wallet_db()?))) {
+                Ok((journal, watch)) => {
+                    let mut shared = w.lock();
+                    shared.journal = Some(journal);
+                    shared.watch = watch;
+                }
+                // Callers then leave every decision to the writer, whose transactions need no
+                // journal; the records stay for the next start.
+                Err(e) => {
+                    tracing::error!(error = %e, "wallet: cannot replay its journal; running without it")
                 }
             }
-        };
+        }
+        let mut batch = Vec::new();
+        let mut since_checkpoint = 0usize;
+        let checkpointing = Arc::new(AtomicBool::new(false));
         let checkpoint = |since_checkpoint: &mut usize| {
             if !checkpointing.swap(true, Ordering::AcqRel) {
                 *since_checkpoint = 0;
@@ -282,20 +469,67 @@ impl Writer {
                     Err(_) => break,
                 }
             };
-            batch.push(op);
-            take_queued(&mut batch);
-            if batch.len() < MAX_BATCH && batch.iter().all(|op| matches!(op.job, Job::Settle(_))) {
-                if let Ok(op) = rx.recv_timeout(SETTLE_WAIT) {
-                    batch.push(op);
-                    take_queued(&mut batch);
-                }
+            if matches!(op.job, Job::Journaled { .. } | Job::Settle(_)) {
+                std::thread::sleep(BATCH_WAIT);
             }
+            batch.push(op);
+            // Everything queued, and with it the journal file holding exactly its records
+            // (callers append and queue under this lock).
+            let left = {
+                let mut shared = w.lock();
+                while let Ok(op) = rx.try_recv() {
+                    batch.push(op);
+                }
+                shared.journal.as_mut().map(Journal::switch)
+            };
             since_checkpoint += batch.len();
             w.apply_batch(std::mem::take(&mut batch));
+            if let Some(i) = left {
+                if let Some(Err(e)) = w.lock().journal.as_ref().map(|j| j.empty(i)) {
+                    tracing::warn!(error = %e, "wallet journal: cannot empty a file");
+                }
+            }
             if since_checkpoint >= CHECKPOINT_EVERY {
                 checkpoint(&mut since_checkpoint);
             }
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        lock(&self.shared)
+    }
+
+    /// Applies what a previous run journaled and the store may lack, in one transaction, and
+    /// empties the journal.
+    fn replay(&mut self, db_file: &Path) -> Result<Journal, Box<dyn std::error::Error>> {
+        let journal = Journal::open(db_file)?;
+        let records = journal.read()?;
+        if !records.is_empty() {
+            self.begin()?;
+            let now = self.clock.now_micros();
+            let result = records.iter().try_for_each(|r| {
+                match r {
+                    Record::Hold { hold, at } => match self.db.insert_hold(&HoldRow::open(hold, *at)) {
+                        Ok(()) | Err(StoreError::Conflict) => Ok(()),
+                        Err(e) => Err(e),
+                    },
+                    Record::Settle(c) => self.settle(c, now).map(drop),
+                    Record::Release(id) => self.release(id, now).map(drop),
+                }
+            });
+            match result.and_then(|()| self.db.commit()) {
+                Ok(()) => tracing::info!(records = records.len(), "wallet journal replayed"),
+                Err(e) => {
+                    self.db.rollback();
+                    return Err(e.into());
+                }
+            }
+            self.lock().books.clear();
+            self.known.clear();
+        }
+        journal.empty(0)?;
+        journal.empty(1)?;
+        Ok(journal)
     }
 
     /// Applies a batch in one transaction and answers after the commit. When it fails, each
@@ -303,10 +537,13 @@ impl Writer {
     /// user deleted meanwhile) fails alone; its caller gets an error.
     fn apply_batch(&mut self, mut batch: Vec<Op>) {
         match self.apply(&mut batch) {
-            Ok(outcomes) => batch
+            Ok(outcomes) => {
+                self.lock().committed();
+                batch
                 .into_iter()
                 .zip(outcomes)
-                .for_each(|(op, o)| op.answer.send(o)),
+                .for_each(|(op, o)| op.answer.send(o))
+            }
             Err(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops = batch.len(), "wallet transaction failed");
                 if batch.len() > 1 {
@@ -314,6 +551,7 @@ impl Writer {
                         let mut one = [op];
                         match self.apply(&mut one) {
                             Ok(mut o) => {
+                                self.lock().committed();
                                 let [op] = one;
                                 op.answer.send(o.remove(0))
                             }
@@ -327,31 +565,48 @@ impl Writer {
         }
     }
 
-    /// One transaction: waits for the write lock, decides the holds, writes and commits. On
-    /// failure it is rolled back and the caches are dropped with it.
-    fn apply(&mut self, ops: &mut [Op]) -> Result<Vec<Outcome>, StoreError> {
+    /// Waits for the write lock.
+    fn begin(&mut self) -> Result<(), StoreError> {
         loop {
             match self.db.begin() {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err(e) if WalletDb::is_busy(&e) => std::thread::sleep(BUSY_RETRY),
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// One transaction: waits for the write lock, decides the holds, writes and commits. On
+    /// failure it is rolled back and the caches are dropped with it.
+    fn apply(&mut self, ops: &mut [Op]) -> Result<Vec<Outcome>, StoreError> {
+        self.begin()?;
         let result = self.decide(ops).and_then(|()| self.write(ops));
         if result.is_err() {
             self.db.rollback();
-            self.books.clear();
+            let mut shared = lock(&self.shared);
+            shared.books.clear();
+            // Journaled holds rolled back are pending again.
+            for op in ops.iter_mut() {
+                if let Job::Journaled { hold, counted, .. } = &mut op.job {
+                    if std::mem::take(counted) {
+                        *shared.pending.entry(hold.user_id.clone()).or_default() +=
+                            hold.amount_micro.max(0);
+                    }
+                }
+            }
+            drop(shared);
             self.known.clear();
         }
         result
     }
 
-    /// Decides every hold of the batch, under the write lock, and answers each at once.
+    /// Decides every hold of the batch its caller left to the writer, under the write lock,
+    /// and answers each at once.
     fn decide(&mut self, ops: &mut [Op]) -> Result<(), StoreError> {
         // Read under the write lock: whatever another connection wrote is committed.
         let version = self.db.data_version()?;
         if version != self.books_version {
-            self.books.clear();
+            self.lock().books.clear();
             self.books_version = version;
         }
         for op in ops.iter_mut() {
@@ -373,15 +628,37 @@ impl Writer {
     }
 
     /// Every write of the batch, in queue order, and the commit.
-    fn write(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+    fn write(&mut self, ops: &mut [Op]) -> Result<Vec<Outcome>, StoreError> {
         let now = self.clock.now_micros();
         let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            outcomes.push(match &op.job {
+        for op in ops.iter_mut() {
+            outcomes.push(match &mut op.job {
                 Job::Reserve { hold, admitted } => {
                     if *admitted == Some(true) {
                         self.write_hold(hold, now)?;
                     }
+                    Outcome::Committed
+                }
+                Job::Journaled { hold, at, counted } => {
+                    match self.write_hold(hold, *at) {
+                        // Already there: written before a failed batch's retry.
+                        Ok(()) | Err(StoreError::Conflict) => {}
+                        Err(e) => return Err(e),
+                    }
+                    // The amount moves from the callers' pending sum into the books (books
+                    // read later read it from the store).
+                    let amount = hold.amount_micro.max(0);
+                    let mut shared = self.lock();
+                    if let Some(p) = shared.pending.get_mut(&hold.user_id) {
+                        *p -= amount;
+                        if *p == 0 {
+                            shared.pending.remove(&hold.user_id);
+                        }
+                    }
+                    if let Some(b) = shared.books.get_mut(&hold.user_id) {
+                        b.reserved += amount;
+                    }
+                    *counted = true;
                     Outcome::Committed
                 }
                 Job::Settle(c) => Outcome::Closed(self.settle(c, now)?),
@@ -390,16 +667,21 @@ impl Writer {
             });
         }
         self.db.commit()?;
+        for op in ops.iter_mut() {
+            if let Job::Journaled { counted, .. } = &mut op.job {
+                *counted = false;
+            }
+        }
         Ok(outcomes)
     }
 
-    /// The user's books, read from the store the first time (within the transaction, so they
-    /// include its own writes).
-    fn books_of(&mut self, user: &str) -> Result<&mut Books, StoreError> {
-        if !self.books.contains_key(user) {
+    /// Reads the user's books from the store unless they are known (within the transaction, so
+    /// they include its own writes).
+    fn load_books(&mut self, user: &str) -> Result<(), StoreError> {
+        if !self.lock().books.contains_key(user) {
             let (balance, seq) = self.db.balance(user)?;
             let reserved = self.db.reserved(user)?;
-            self.books.insert(
+            self.lock().books.insert(
                 user.to_owned(),
                 Books {
                     balance,
@@ -408,7 +690,7 @@ impl Writer {
                 },
             );
         }
-        Ok(self.books.get_mut(user).expect("inserted above"))
+        Ok(())
     }
 
     /// The open hold `id`: remembered, else read from the store (another incarnation's).
@@ -427,19 +709,14 @@ impl Writer {
         if amount == 0 {
             return Ok(Admission::Admitted);
         }
-        let b = self.books_of(&h.user_id)?;
-        let available = b.balance - b.reserved;
+        self.load_books(&h.user_id)?;
+        let mut shared = self.lock();
+        let pending = shared.pending.get(&h.user_id).copied().unwrap_or(0);
+        let b = shared.books.get_mut(&h.user_id).expect("loaded above");
         if !admitted_before {
-            if available <= 0 {
-                return Ok(Admission::Exhausted {
-                    available_micro: available,
-                });
-            }
-            if available < amount {
-                return Ok(Admission::Insufficient {
-                    available_micro: available,
-                    estimate_micro: amount,
-                });
+            let admission = b.admit(amount, pending);
+            if admission != Admission::Admitted {
+                return Ok(admission);
             }
         }
         b.reserved += amount;
@@ -447,8 +724,8 @@ impl Writer {
     }
 
     /// Writes an admitted hold.
-    fn write_hold(&mut self, h: &Hold, now: i64) -> Result<(), StoreError> {
-        let row = HoldRow::open(h, now);
+    fn write_hold(&mut self, h: &Hold, at: i64) -> Result<(), StoreError> {
+        let row = HoldRow::open(h, at);
         self.db.insert_hold(&row)?;
         if self.known.len() >= MAX_KNOWN_HOLDS {
             self.known.clear();
@@ -463,15 +740,19 @@ impl Writer {
             return Ok(false);
         };
         // Read before the hold closes: the books then count it as reserved.
-        self.books_of(&hold.user_id)?;
+        self.load_books(&hold.user_id)?;
         if !self.db.close_hold(&hold.id, "settled", now)? {
             return Ok(false);
         }
         let cost = c.cost_micro.max(0);
-        let b = self.books.get_mut(&hold.user_id).expect("read above");
-        b.reserved -= hold.amount_micro;
-        b.balance -= cost;
-        b.seq += 1;
+        let (seq, balance) = {
+            let mut shared = self.lock();
+            let b = shared.books.get_mut(&hold.user_id).expect("loaded above");
+            b.reserved -= hold.amount_micro;
+            b.balance -= cost;
+            b.seq += 1;
+            (b.seq, b.balance)
+        };
         let entry = LedgerRow {
             input_tokens: c.input_tokens.map(|t| t as i64),
             output_tokens: c.output_tokens.map(|t| t as i64),
@@ -483,7 +764,7 @@ impl Writer {
             endpoint: Some(hold.endpoint),
             model: hold.model,
             subject: hold.subject,
-            ..LedgerRow::entry(&hold.user_id, b.seq, "charge", -cost, b.balance, now)
+            ..LedgerRow::entry(&hold.user_id, seq, "charge", -cost, balance, now)
         };
         self.db.insert_ledger(&entry)?;
         Ok(true)
@@ -496,7 +777,7 @@ impl Writer {
         if !self.db.close_hold(id, "released", now)? {
             return Ok(false);
         }
-        if let Some(b) = self.books.get_mut(&hold.user_id) {
+        if let Some(b) = self.lock().books.get_mut(&hold.user_id) {
             b.reserved -= hold.amount_micro;
         }
         Ok(true)
@@ -531,18 +812,72 @@ impl LedgerRow {
 }
 
 impl WalletHandle {
+    /// Queues a settlement or a release, journaled first (see the module docs).
     fn queue<T>(
         &self,
         job: Job,
         answer: impl FnOnce(oneshot::Sender<Result<T, WalletError>>) -> Answer,
     ) -> oneshot::Receiver<Result<T, WalletError>> {
         let (tx, rx) = oneshot::channel();
+        let mut shared = lock(&self.queue.shared);
+        let record = match &job {
+            Job::Settle(c) => Some(RecordRef::Settle(c)),
+            Job::Release(id) => Some(RecordRef::Release(id)),
+            _ => None,
+        };
+        if let (Some(journal), Some(record)) = (shared.journal.as_mut(), record) {
+            if let Err(e) = journal.append(&record) {
+                // The writer's commit makes it durable, a moment later.
+                tracing::error!(error = %e, "wallet journal: cannot append");
+            }
+        }
         // When the writer has stopped, `rx` reports it (its sender is dropped with the op).
-        let _ = self.ops.send(Op {
+        let _ = self.queue.ops.send(Op {
             job,
             answer: answer(tx),
         });
+        drop(shared);
         rx
+    }
+
+    /// Admits `hold` in the caller's task when the writer's books cover it, journaled (see
+    /// the module docs); gives it back when the writer must decide.
+    fn admit_here(&self, hold: Hold) -> Result<Reservation, Hold> {
+        let at = self.app.now();
+        let mut shared = lock(&self.queue.shared);
+        let fresh = shared.fresh();
+        let Shared {
+            books,
+            pending,
+            journal,
+            ..
+        } = &mut *shared;
+        let (Some(journal), Some(b), true) = (journal.as_mut(), books.get(&hold.user_id), fresh)
+        else {
+            return Err(hold);
+        };
+        let amount = hold.amount_micro.max(0);
+        let already = pending.get(&hold.user_id).copied().unwrap_or(0);
+        if b.admit(amount, already) != Admission::Admitted {
+            return Err(hold);
+        }
+        if let Err(e) = journal.append(&RecordRef::Hold { hold: &hold, at }) {
+            tracing::error!(error = %e, "wallet journal: cannot append; the writer decides");
+            return Err(hold);
+        }
+        *pending.entry(hold.user_id.clone()).or_default() += amount;
+        let _ = self.queue.ops.send(Op {
+            job: Job::Journaled {
+                hold,
+                at,
+                counted: false,
+            },
+            answer: Answer::Nobody,
+        });
+        Ok(Reservation {
+            admission: Admission::Admitted,
+            committed: Box::pin(std::future::ready(Ok(()))),
+        })
     }
 }
 
@@ -591,10 +926,14 @@ impl Wallet for WalletHandle {
     }
 
     async fn reserve(&self, hold: Hold) -> Result<Reservation, WalletError> {
+        let hold = match self.admit_here(hold) {
+            Ok(admitted) => return Ok(admitted),
+            Err(hold) => hold,
+        };
         let (decided, decision) = oneshot::channel();
         let (committed, commit) = oneshot::channel();
         // When the writer has stopped, `decision` reports it (its sender is dropped with the op).
-        let _ = self.ops.send(Op {
+        let _ = self.queue.ops.send(Op {
             job: Job::Reserve {
                 hold,
                 admitted: None,
@@ -624,6 +963,8 @@ impl Wallet for WalletHandle {
         incarnation: &str,
         max_age_secs: u64,
     ) -> Result<u64, WalletError> {
+        // What the journal held at start-up is in the store once the writer has replayed it.
+        self.app.wallet_synced().await?;
         let before = self.app.now() - (max_age_secs as i64) * 1_000_000;
         let holds = self
             .app

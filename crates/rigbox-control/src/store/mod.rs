@@ -102,6 +102,11 @@ impl Store {
         Ok(())
     }
 
+    /// The database file; `None` in memory.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
     pub(crate) fn pool(&self) -> &sqlx::Pool<Db> {
         &self.pool
     }
