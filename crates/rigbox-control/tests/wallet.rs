@@ -270,8 +270,16 @@ async fn the_journal_a_crashed_run_left_is_replayed_once() {
     let c = credits(&me).await;
     assert_eq!(c["balance_micro"], start - 300, "{c}");
     assert_eq!(c["reserved_micro"], 200, "{c}");
-    assert_eq!(wallet.settle(charge("j1", 300)).await, Ok(false), "settled once");
-    assert_eq!(wallet.settle(charge("j2", 150)).await, Ok(true), "j2 was open");
+    assert_eq!(
+        wallet.settle(charge("j1", 300)).await,
+        Ok(false),
+        "settled once"
+    );
+    assert_eq!(
+        wallet.settle(charge("j2", 150)).await,
+        Ok(true),
+        "j2 was open"
+    );
     let (s, l) = me.get("/users/me/credits/ledger?limit=200").await;
     assert_eq!(s, 200, "{l}");
     let charged: Vec<&str> = l["items"]

@@ -1,5 +1,5 @@
 //! One module per command group. Every command takes the invocation's [`Ctx`], makes its API
-//! calls and returns an [`Out`](crate::output::Out) for the printer (waiting commands print
+//! calls and returns an `Out` (`crate::output`) for the printer (waiting commands print
 //! their NDJSON events as they go); none prints errors or exits the process itself.
 //!
 //! - `account`: login, logout, whoami, status, limits, capacity, templates

@@ -7,12 +7,12 @@
 //!
 //! **The journal.** A request is admitted in its own task, with no round trip to the writer:
 //! against the books the writer keeps in memory (each user's balance, last ledger `seq` and sum
-//! of open holds, [`Shared`]), less what callers admitted that the writer has not applied yet
+//! of open holds, `Shared`), less what callers admitted that the writer has not applied yet
 //! (`pending`). The admitted hold is made durable by one `write` to an append-only journal file
 //! beside the database, the same durability as SQLite's WAL at `synchronous = NORMAL` (the page
 //! cache, no `fsync`), and queued for the writer; settlements and releases are journaled the
 //! same way. The writer applies journaled operations in batches: operations nobody waits for
-//! wait up to [`BATCH_WAIT`] for company, so requests sent one at a time no longer cost a
+//! wait up to `BATCH_WAIT` for company, so requests sent one at a time no longer cost a
 //! transaction each. There are two journal files: when the writer takes a batch it switches
 //! the callers to the other file, under the same lock under which callers append and queue, so
 //! the file it leaves holds exactly the batch's records and is emptied once the batch is
@@ -507,15 +507,13 @@ impl Writer {
         if !records.is_empty() {
             self.begin()?;
             let now = self.clock.now_micros();
-            let result = records.iter().try_for_each(|r| {
-                match r {
-                    Record::Hold { hold, at } => match self.db.insert_hold(&HoldRow::open(hold, *at)) {
-                        Ok(()) | Err(StoreError::Conflict) => Ok(()),
-                        Err(e) => Err(e),
-                    },
-                    Record::Settle(c) => self.settle(c, now).map(drop),
-                    Record::Release(id) => self.release(id, now).map(drop),
-                }
+            let result = records.iter().try_for_each(|r| match r {
+                Record::Hold { hold, at } => match self.db.insert_hold(&HoldRow::open(hold, *at)) {
+                    Ok(()) | Err(StoreError::Conflict) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                Record::Settle(c) => self.settle(c, now).map(drop),
+                Record::Release(id) => self.release(id, now).map(drop),
             });
             match result.and_then(|()| self.db.commit()) {
                 Ok(()) => tracing::info!(records = records.len(), "wallet journal replayed"),
@@ -540,9 +538,9 @@ impl Writer {
             Ok(outcomes) => {
                 self.lock().committed();
                 batch
-                .into_iter()
-                .zip(outcomes)
-                .for_each(|(op, o)| op.answer.send(o))
+                    .into_iter()
+                    .zip(outcomes)
+                    .for_each(|(op, o)| op.answer.send(o))
             }
             Err(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops = batch.len(), "wallet transaction failed");
@@ -842,7 +840,7 @@ impl WalletHandle {
 
     /// Admits `hold` in the caller's task when the writer's books cover it, journaled (see
     /// the module docs); gives it back when the writer must decide.
-    fn admit_here(&self, hold: Hold) -> Result<Reservation, Hold> {
+    fn admit_here(&self, hold: Hold) -> Result<Reservation, Box<Hold>> {
         let at = self.app.now();
         let mut shared = lock(&self.queue.shared);
         let fresh = shared.fresh();
@@ -854,16 +852,16 @@ impl WalletHandle {
         } = &mut *shared;
         let (Some(journal), Some(b), true) = (journal.as_mut(), books.get(&hold.user_id), fresh)
         else {
-            return Err(hold);
+            return Err(Box::new(hold));
         };
         let amount = hold.amount_micro.max(0);
         let already = pending.get(&hold.user_id).copied().unwrap_or(0);
         if b.admit(amount, already) != Admission::Admitted {
-            return Err(hold);
+            return Err(Box::new(hold));
         }
         if let Err(e) = journal.append(&RecordRef::Hold { hold: &hold, at }) {
             tracing::error!(error = %e, "wallet journal: cannot append; the writer decides");
-            return Err(hold);
+            return Err(Box::new(hold));
         }
         *pending.entry(hold.user_id.clone()).or_default() += amount;
         let _ = self.queue.ops.send(Op {
@@ -928,7 +926,7 @@ impl Wallet for WalletHandle {
     async fn reserve(&self, hold: Hold) -> Result<Reservation, WalletError> {
         let hold = match self.admit_here(hold) {
             Ok(admitted) => return Ok(admitted),
-            Err(hold) => hold,
+            Err(hold) => *hold,
         };
         let (decided, decision) = oneshot::channel();
         let (committed, commit) = oneshot::channel();
