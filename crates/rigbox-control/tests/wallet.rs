@@ -66,6 +66,19 @@ async fn setup() -> (TestPlatform, Arc<App>, Client, String, String, impl Wallet
     (tp, app, me, uid, ws, wallet)
 }
 
+/// Another control plane over the platform's database file (as `rigboxd admin`, or a
+/// restarted rigboxd, opens it).
+async fn second_control_plane(tp: &TestPlatform, app: &Arc<App>) -> Arc<App> {
+    App::new(
+        rigbox_control::Store::open_sqlite(&tp.data_dir().join("rigbox.db"))
+            .await
+            .expect("a second store on the file"),
+        app.config.clone(),
+        app.clock.clone(),
+        Vec::new(),
+    )
+}
+
 #[tokio::test]
 async fn the_writer_waits_for_another_writers_lock_without_blocking_the_runtime() {
     // A one-thread runtime: were the writer to block it while waiting for the lock, the
@@ -132,14 +145,7 @@ async fn the_writer_keeps_books_that_every_read_and_writer_agrees_with() {
     // Another ledger writer moves the balance the writer admits from: an operator adjustment
     // by another control plane over the same file (as `rigboxd admin` does from its own
     // process), then one by this one.
-    let other = App::new(
-        rigbox_control::Store::open_sqlite(&tp.data_dir().join("rigbox.db"))
-            .await
-            .expect("a second store on the file"),
-        app.config.clone(),
-        app.clock.clone(),
-        Vec::new(),
-    );
+    let other = second_control_plane(&tp, &app).await;
     adjust(&other, &uid, -(start - 1_000)).await;
     assert_eq!(
         reserve(&wallet, hold(&uid, &ws, "r3", 1)).await,
@@ -257,14 +263,7 @@ async fn the_journal_a_crashed_run_left_is_replayed_once() {
     std::fs::write(journal(0), line(2, s1) + &line(3, h2) + "[4, {\"Sett").expect("journal 0");
     std::fs::write(journal(1), line(0, h1.clone()) + &line(1, h1)).expect("journal 1");
 
-    let other = App::new(
-        rigbox_control::Store::open_sqlite(&db)
-            .await
-            .expect("a second store on the file"),
-        app.config.clone(),
-        app.clock.clone(),
-        Vec::new(),
-    );
+    let other = second_control_plane(&tp, &app).await;
     let wallet = other.wallet();
     other.wallet_synced().await.expect("replayed");
     let c = credits(&me).await;
