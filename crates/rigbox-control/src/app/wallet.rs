@@ -27,8 +27,11 @@
 //! (answering at once, before the commit; it reads the books again when another connection
 //! has committed) and the hold commits beside the upstream call, as before the journal. So a
 //! top-up, a monthly reset or an adjustment by the API or by `rigboxd admin` in another process
-//! is seen by the next decision after its commit. This assumes one wallet writer per database
-//! (one control plane, as in the one-machine mode).
+//! is seen by the next decision after its commit. (One window remains: a commit of another
+//! connection that lands between the writer's commit and its reading of `watch` right after is
+//! noted as the writer's own; the writer's next transaction, at most a batch later, still sees
+//! it and reads the books again.) This assumes one wallet writer per database (one control
+//! plane, as in the one-machine mode).
 //!
 //! The writer is a thread of its own with a synchronous connection ([`WalletDb`]): a commit
 //! writes a dozen WAL pages, which on a runtime worker would hold up every task queued behind
