@@ -258,8 +258,8 @@ enum Job {
         hold: Hold,
         admitted: Option<bool>,
     },
-    /// Admitted by its caller and journaled at `at`. `counted` while its amount has moved
-    /// from `pending` into the books in a transaction not yet committed.
+    /// Admitted by its caller and journaled at `at`. `counted` once its amount has moved from
+    /// `pending` into the books in the current transaction (back to `pending` if it rolls back).
     Journaled {
         hold: Hold,
         at: i64,
@@ -668,11 +668,6 @@ impl Writer {
             });
         }
         self.db.commit()?;
-        for op in ops.iter_mut() {
-            if let Job::Journaled { counted, .. } = &mut op.job {
-                *counted = false;
-            }
-        }
         Ok(outcomes)
     }
 
@@ -846,17 +841,21 @@ impl WalletHandle {
     fn admit_here(&self, hold: Hold) -> Result<Reservation, Box<Hold>> {
         let at = self.app.now();
         let mut shared = lock(&self.queue.shared);
-        let fresh = shared.fresh();
+        // The `data_version` read last: only when the writer could not be left out otherwise.
+        if shared.journal.is_none() || !shared.books.contains_key(&hold.user_id) || !shared.fresh()
+        {
+            return Err(Box::new(hold));
+        }
         let Shared {
             books,
             pending,
-            journal,
+            journal: Some(journal),
             ..
-        } = &mut *shared;
-        let (Some(journal), Some(b), true) = (journal.as_mut(), books.get(&hold.user_id), fresh)
+        } = &mut *shared
         else {
             return Err(Box::new(hold));
         };
+        let b = &books[&hold.user_id];
         let amount = hold.amount_micro.max(0);
         let already = pending.get(&hold.user_id).copied().unwrap_or(0);
         if b.admit(amount, already) != Admission::Admitted {
