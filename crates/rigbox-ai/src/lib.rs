@@ -19,6 +19,7 @@
 //! It talks to the upstreams over HTTP(S) (`upstream`: hyper's pooled client, rustls) and to
 //! the wallet through the trait; it never logs prompts, outputs, search terms or keys.
 
+mod body;
 pub mod config;
 mod error;
 pub mod meter;

@@ -8,6 +8,7 @@
 
 use crate::pricing::{usd_to_micro, Tokens};
 use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The wire format of a metered route.
@@ -139,9 +140,78 @@ fn output_chars(flavor: Flavor, body: &Value) -> u64 {
     n
 }
 
-/// A complete answer's usage and output size; adds the cost fields to the body when the
-/// flavor reports them and usage was found. Returns the (possibly rewritten) body.
+/// A complete answer's top level as far as the meter reads it: `usage`, as its raw text (which
+/// also tells where in the body it is), everything else skipped unparsed.
+#[derive(serde::Deserialize)]
+struct UsageOnly<'a> {
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+/// A complete answer's usage and, when it reports none, its output size (the estimate's
+/// basis; 0 otherwise); adds the cost fields to the body's `usage` when the flavor reports
+/// them. Returns the (possibly rewritten) body.
+///
+/// Only `usage` is parsed: the cost fields are spliced into the upstream's bytes just before
+/// the object's closing brace, and the rest of the answer goes out as the upstream sent it.
 pub fn meter_body(
+    flavor: Flavor,
+    body: Bytes,
+    price: Pricer<'_>,
+) -> (Bytes, Option<Usage>, u64, Option<i64>) {
+    let Ok(top) = serde_json::from_slice::<UsageOnly<'_>>(&body) else {
+        return meter_value(flavor, body, price);
+    };
+    let Some(raw) = top.usage else {
+        return meter_value(flavor, body, price);
+    };
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(raw.get()) else {
+        return meter_value(flavor, body, price);
+    };
+    let usage_value = Value::Object(fields);
+    let usage = match flavor {
+        Flavor::Messages => {
+            let mut u = Usage::default();
+            anthropic_usage(&usage_value, &mut u);
+            u
+        }
+        _ => match openai_usage(&usage_value) {
+            Some(u) => u,
+            None => return meter_value(flavor, body, price),
+        },
+    };
+    let (micro, _) = price(&usage);
+    if !flavor.reports_cost_in_body() {
+        return (body, Some(usage), 0, Some(micro));
+    }
+    let fields = usage_value.as_object().map_or(0, serde_json::Map::len);
+    if usage_value.get("cost_micro").is_some() || usage_value.get("cost_credits").is_some() {
+        // Replaced, not repeated: the slow way.
+        return meter_value(flavor, body, price);
+    }
+    if !raw.get().ends_with('}') {
+        return meter_value(flavor, body, price);
+    }
+    // `raw` borrows from `body`: where it starts is its distance from the body's start.
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    let close = start + raw.get().len() - 1;
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.extend_from_slice(&body[..close]);
+    if fields > 0 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"cost_micro\":");
+    out.extend_from_slice(micro.to_string().as_bytes());
+    out.extend_from_slice(b",\"cost_credits\":");
+    let credits = serde_json::to_string(&(micro as f64 / 1_000_000.0)).unwrap_or_default();
+    out.extend_from_slice(credits.as_bytes());
+    out.extend_from_slice(&body[close..]);
+    (Bytes::from(out), Some(usage), 0, Some(micro))
+}
+
+/// [`meter_body`] over the whole answer parsed into a value: for answers without usage (their
+/// output is counted) and the odd shapes the splice leaves alone.
+fn meter_value(
     flavor: Flavor,
     body: Bytes,
     price: Pricer<'_>,
@@ -157,17 +227,17 @@ pub fn meter_body(
         }),
         _ => v.get("usage").and_then(openai_usage),
     };
-    let out = output_chars(flavor, &v);
     let Some(usage) = usage else {
+        let out = output_chars(flavor, &v);
         return (body, None, out, None);
     };
     let (micro, _) = price(&usage);
     if !flavor.reports_cost_in_body() {
-        return (body, Some(usage), out, Some(micro));
+        return (body, Some(usage), 0, Some(micro));
     }
     add_cost(&mut v["usage"], micro);
     let body = serde_json::to_vec(&v).map(Bytes::from).unwrap_or(body);
-    (body, Some(usage), out, Some(micro))
+    (body, Some(usage), 0, Some(micro))
 }
 
 /// Meters one SSE stream as it is relayed.
@@ -444,20 +514,58 @@ mod tests {
     #[test]
     fn bodies_get_cost_fields_except_messages() {
         let body = Bytes::from_static(
-            b"{\"choices\":[{\"message\":{\"content\":\"abcd\"}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
+            b"{\"choices\":[{\"message\":{\"content\":\"caf\\u00e9\"}}],\"usage\":{\"prompt_tokens\":1, \"completion_tokens\":2 } ,\"x\":[]}",
         );
-        let (b, u, chars, micro) = meter_body(Flavor::Chat, body, &flat);
-        let v: Value = serde_json::from_slice(&b).expect("json");
-        assert_eq!(v["usage"]["cost_micro"], 360);
+        let (b, u, _, micro) = meter_body(Flavor::Chat, body, &flat);
+        // Spliced into the upstream's own bytes: everything else as it sent it.
         assert_eq!(
-            (u.map(|u| u.tokens.output), chars, micro),
-            (Some(2), 4, Some(360))
+            std::str::from_utf8(&b).expect("utf-8"),
+            "{\"choices\":[{\"message\":{\"content\":\"caf\\u00e9\"}}],\"usage\":{\"prompt_tokens\":1, \"completion_tokens\":2 ,\"cost_micro\":360,\"cost_credits\":0.00036} ,\"x\":[]}"
         );
+        assert_eq!((u.map(|u| u.tokens.output), micro), (Some(2), Some(360)));
         let msg = Bytes::from_static(
             b"{\"content\":[{\"type\":\"text\",\"text\":\"ab\"}],\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}",
         );
         let (b, _, _, micro) = meter_body(Flavor::Messages, msg.clone(), &flat);
         assert_eq!(b, msg);
         assert_eq!(micro, Some(360));
+    }
+
+    #[test]
+    fn an_empty_usage_or_one_with_cost_fields_gets_them_once() {
+        let (b, u, _, _) = meter_body(
+            Flavor::Responses,
+            Bytes::from_static(b"{\"usage\":{},\"output\":[]}"),
+            &flat,
+        );
+        assert_eq!(
+            &b[..],
+            b"{\"usage\":{\"cost_micro\":360,\"cost_credits\":0.00036},\"output\":[]}"
+        );
+        assert_eq!(u.map(|u| u.tokens.input), Some(0));
+        let (b, _, _, _) = meter_body(
+            Flavor::Chat,
+            Bytes::from_static(b"{\"usage\":{\"prompt_tokens\":1,\"cost_micro\":5}}"),
+            &flat,
+        );
+        let v: Value = serde_json::from_slice(&b).expect("json");
+        assert_eq!(v["usage"]["cost_micro"], 360);
+        assert_eq!(
+            std::str::from_utf8(&b)
+                .expect("utf-8")
+                .matches("cost_micro")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_answer_without_usage_is_counted_for_the_estimate() {
+        let body =
+            Bytes::from_static(b"{\"choices\":[{\"message\":{\"content\":\"h\\u00e9llo\"}}]}");
+        let (b, u, chars, micro) = meter_body(Flavor::Chat, body.clone(), &flat);
+        assert_eq!((b, u, chars, micro), (body, None, 5, None));
+        let (_, u, chars, _) = meter_body(Flavor::Chat, Bytes::from_static(b"not json"), &flat);
+        assert_eq!((u, chars), (None, 0));
     }
 }

@@ -6,6 +6,7 @@
 //! handler, never the task, so every hold is settled or released by the task that made it; if
 //! the process dies instead, the reconciler settles the orphan on the next start.
 
+use crate::body::Fields;
 use crate::error::GatewayError;
 use crate::meter::{cost_of, meter_body, Flavor, StreamMeter, Usage};
 use crate::pricing::{micro_to_credits, usd_to_micro, Price, Tokens};
@@ -167,12 +168,12 @@ fn cost_headers(b: http::response::Builder, micro: i64) -> http::response::Build
 }
 
 /// `u64` of a JSON field, if it is a non-negative integer.
-fn limit_of(body: &Value, field: &str) -> Option<u64> {
-    body.get(field).and_then(Value::as_u64)
+fn limit_of(body: &Fields, field: &str) -> Option<u64> {
+    body.get(field)
 }
 
 /// The request's own output bound, if any (§7).
-fn own_output_bound(flavor: Flavor, body: &Value) -> Option<u64> {
+fn own_output_bound(flavor: Flavor, body: &Fields) -> Option<u64> {
     match flavor {
         Flavor::Chat => {
             limit_of(body, "max_completion_tokens").or_else(|| limit_of(body, "max_tokens"))
@@ -334,26 +335,24 @@ impl AiProxy {
         let (base, key) = self.check_enabled(route.upstream())?;
         let account = self.account(caller).await?;
         let raw = self.read_body(body).await?;
-        let mut body: Value = serde_json::from_slice(&raw).map_err(|e| {
-            GatewayError::invalid(format!("The request body is not valid JSON: {e}."))
-        })?;
-        if !body.is_object() {
-            return Err(GatewayError::invalid(
-                "The request body must be a JSON object.",
-            ));
-        }
-        let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_owned) else {
+        let mut body = Fields::parse(&raw).map_err(|e| GatewayError::invalid(e.to_string()))?;
+        let Some(sent_model) = body.get::<String>("model") else {
             return Err(GatewayError::invalid(
                 "The request has no \"model\" (a string such as \"openai/gpt-4o\").",
             ));
         };
-        let model = self.cfg.model_aliases.get(&model).cloned().unwrap_or(model);
-        body["model"] = Value::String(model.clone());
+        let model = match self.cfg.model_aliases.get(&sent_model) {
+            Some(m) => {
+                body.set("model", m);
+                m.clone()
+            }
+            None => sent_model,
+        };
 
         let subject = if route.flavor == Flavor::Messages {
             None
         } else {
-            subject::subject_of(headers, &body)?
+            subject::subject_of(headers, body.get::<String>("user").as_deref())?
         };
         let limits = match &subject {
             Some(_) => SubjectLimits::parse(headers)?,
@@ -366,8 +365,7 @@ impl AiProxy {
             ))
             .code("model_not_priced"));
         };
-        let stream = route.flavor != Flavor::Embeddings
-            && body.get("stream").and_then(Value::as_bool) == Some(true);
+        let stream = route.flavor != Flavor::Embeddings && body.get::<bool>("stream") == Some(true);
         let bound = match own_output_bound(route.flavor, &body) {
             Some(b) => b,
             None => {
@@ -381,24 +379,18 @@ impl AiProxy {
                 } else {
                     "max_tokens"
                 };
-                body[field] = b.into();
+                body.set(field, &b);
                 b
             }
         };
         match route.flavor {
             Flavor::Chat | Flavor::Completions | Flavor::Responses => {
-                if !body["usage"].is_object() {
-                    body["usage"] = serde_json::json!({});
-                }
-                body["usage"]["include"] = true.into();
+                body.set_in("usage", "include", true.into());
             }
             _ => {}
         }
         if stream && matches!(route.flavor, Flavor::Chat | Flavor::Completions) {
-            if !body["stream_options"].is_object() {
-                body["stream_options"] = serde_json::json!({});
-            }
-            body["stream_options"]["include_usage"] = true.into();
+            body.set_in("stream_options", "include_usage", true.into());
         }
         let input_est = price.input_estimate(raw.len());
         let estimate = price.estimate_micro(input_est, bound);
@@ -415,8 +407,7 @@ impl AiProxy {
             Upstream::Anthropic => format!("{base}/v1/{}", route.path),
             _ => format!("{base}/{}", route.path),
         };
-        let new_body = serde_json::to_vec(&body).map(Bytes::from).unwrap_or(raw);
-        let req = upstream_request(Method::POST, &url, fwd, new_body)?;
+        let req = upstream_request(Method::POST, &url, fwd, body.to_bytes())?;
         let committed = self
             .reserve(Hold {
                 request_id: request_id.to_owned(),

@@ -6,7 +6,7 @@
 use crate::error::GatewayError;
 use axum::http::{HeaderMap, StatusCode};
 use rigbox_types::wallet::{SubjectUse, WalletError};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use std::future::Future;
 
 /// Longest subject ID.
@@ -16,18 +16,14 @@ pub const MAX_WINDOW_SECS: u64 = 30 * 86_400;
 
 const MALFORMED: &str = "Malformed X-Rigbox-Subject-Budget/-Rate header: expected '<amount>;period=<window>' (amount is credits, or a request count with a 'req' suffix).";
 
-/// The subject of a request: the header, else the body's `user`; trimmed, empty = none.
-pub fn subject_of(headers: &HeaderMap, body: &Value) -> Result<Option<String>, GatewayError> {
+/// The subject of a request: the header, else the body's `user` (`user`: that field when it
+/// is a string); trimmed, empty = none.
+pub fn subject_of(headers: &HeaderMap, user: Option<&str>) -> Result<Option<String>, GatewayError> {
     let raw = match headers.get("x-rigbox-subject") {
         Some(v) => v
             .to_str()
-            .map_err(|_| GatewayError::invalid("X-Rigbox-Subject must be text."))?
-            .to_owned(),
-        None => body
-            .get("user")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+            .map_err(|_| GatewayError::invalid("X-Rigbox-Subject must be text."))?,
+        None => user.unwrap_or_default(),
     };
     let s = raw.trim();
     if s.is_empty() {
@@ -284,16 +280,16 @@ mod tests {
     #[test]
     fn subject_from_header_or_user() {
         let mut h = HeaderMap::new();
-        let body = json!({"user": " tenant-1 "});
+        let body = Some(" tenant-1 ");
         assert_eq!(
-            subject_of(&h, &body).expect("ok").as_deref(),
+            subject_of(&h, body).expect("ok").as_deref(),
             Some("tenant-1")
         );
         h.insert("x-rigbox-subject", "  ".parse().expect("v"));
-        assert_eq!(subject_of(&h, &body).expect("ok"), None);
+        assert_eq!(subject_of(&h, body).expect("ok"), None);
         h.insert("x-rigbox-subject", "x".repeat(257).parse().expect("v"));
         assert_eq!(
-            subject_of(&h, &body).expect_err("long").code,
+            subject_of(&h, body).expect_err("long").code,
             "invalid_request"
         );
     }
