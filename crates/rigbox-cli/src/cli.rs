@@ -79,7 +79,7 @@ pub enum Cmd {
     /// Apps: HTTPS routes to ports of your workspaces.
     #[command(subcommand)]
     App(AppCmd),
-    /// AI configuration of a workspace: managed proxy or your own provider key (same as
+    /// AI configuration of a workspace: managed AI or your own provider key (same as
     /// `workspace ai`).
     #[command(subcommand)]
     Ai(AiCmd),
@@ -342,7 +342,7 @@ pub enum WsCmd {
     /// SSH keys inside a workspace.
     #[command(subcommand)]
     SshKeys(WsKeysCmd),
-    /// AI configuration of a workspace: managed proxy or your own provider key (BYOK).
+    /// AI configuration of a workspace: managed AI or your own provider key (BYOK).
     #[command(subcommand)]
     Ai(AiCmd),
 }
