@@ -292,7 +292,7 @@ mod tests {
         assert!(check_update(&key("sk-abc_123")).is_ok());
         for bad in ["", "sk abc", "sk\nabc", "sk\u{7}"] {
             let e = check_update(&key(bad)).expect_err(bad);
-            assert_eq!(e.details["fields"]["api_key"].is_string(), true, "{bad:?}");
+            assert!(e.details["fields"]["api_key"].is_string(), "{bad:?}");
         }
         let model = WorkspaceAiConfigUpdate {
             model: Some(Some(" ".into())),

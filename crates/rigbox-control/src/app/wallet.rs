@@ -322,9 +322,11 @@ struct Writer {
 pub struct WalletHandle {
     app: Arc<App>,
     queue: Queue,
-    /// Per workspace: when it was read, [`App::ai_generation`] before the read, the answer.
-    accounts: Arc<Mutex<HashMap<WorkspaceId, (Instant, u64, Account)>>>,
+    accounts: Arc<Mutex<HashMap<WorkspaceId, CachedAccount>>>,
 }
+
+/// A cached account answer: when it was read, [`App::ai_generation`] before the read, the answer.
+type CachedAccount = (Instant, u64, Account);
 
 impl std::fmt::Debug for WalletHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
