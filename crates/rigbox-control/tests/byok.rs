@@ -514,3 +514,27 @@ async fn the_proxys_account_lookup_sees_a_switch_at_the_very_next_call() {
     assert!(a.managed);
     assert_eq!(a.workspace_name, "alpha");
 }
+
+#[tokio::test]
+async fn a_stored_key_still_opens_after_a_restart() {
+    let mut tp = TestPlatform::start().await;
+    let me = tp.user("me@example.com").await;
+    let ws = workspace(&me, "alpha", json!({})).await;
+    let (s, _) = put_config(
+        &me,
+        &ws,
+        json!({"mode": "byok", "provider": "openai", "api_key": SECRET}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // The master key was generated into the data dir and is read back at the next start.
+    tp.restart().await;
+    // A new connection: the old one may still reach the stopped server.
+    let me = Client::new(&tp.url(), me.token.clone());
+    let app = tp.platform().app.clone();
+    assert_eq!(
+        guest_env(&app, &ws).await,
+        (pairs(&[("OPENAI_API_KEY", SECRET)]), 0)
+    );
+    assert_eq!(summary(&config(&me, &ws).await).3, json!("byok_active"));
+}

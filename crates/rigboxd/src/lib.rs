@@ -576,3 +576,50 @@ pub fn ready_document(cfg: &Config, p: &Platform) -> serde_json::Value {
         "version": VERSION,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_key_is_generated_once_private_and_a_configured_one_wins() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = Config::default();
+        let first = load_or_create_master_key(&cfg, dir.path()).expect("generated");
+        let path = dir.path().join(MASTER_KEY_FILE);
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read").trim(),
+            first.to_hex()
+        );
+        // Every later start reads the same key.
+        assert_eq!(
+            load_or_create_master_key(&cfg, dir.path()).expect("read"),
+            first
+        );
+        // A configured key wins and leaves the file alone.
+        let configured = rigbox_control::sealing::MasterKey::generate();
+        let cfg = Config {
+            master_key: Some(configured.clone()),
+            ..Config::default()
+        };
+        assert_eq!(
+            load_or_create_master_key(&cfg, dir.path()).expect("configured"),
+            configured
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read").trim(),
+            first.to_hex()
+        );
+        // A damaged file is an error, not a new key (that would orphan every sealed key).
+        std::fs::write(&path, "not a key").expect("write");
+        assert!(load_or_create_master_key(&Config::default(), dir.path()).is_err());
+        // In the TOML file: 64 hex digits.
+        let toml_cfg: Config =
+            toml::from_str(&format!("master_key = \"{}\"", first.to_hex())).expect("toml");
+        assert_eq!(toml_cfg.master_key, Some(first));
+        assert!(toml::from_str::<Config>("master_key = \"abc\"").is_err());
+    }
+}
