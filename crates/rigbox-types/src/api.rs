@@ -724,7 +724,7 @@ pub struct WorkspaceAiConfigUpdate {
     pub model: Option<Option<String>>,
     /// Write-only: stored sealed, never returned.
     #[serde(default, with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, write_only)]
     pub api_key: Option<Option<String>>,
 }
 
