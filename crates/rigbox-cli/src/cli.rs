@@ -79,6 +79,10 @@ pub enum Cmd {
     /// Apps: HTTPS routes to ports of your workspaces.
     #[command(subcommand)]
     App(AppCmd),
+    /// AI configuration of a workspace: managed AI or your own provider key (same as
+    /// `workspace ai`).
+    #[command(subcommand)]
+    Ai(AiCmd),
     /// The AI proxy's environment variables (inside a workspace).
     #[command(subcommand)]
     Proxy(ProxyCmd),
@@ -338,6 +342,63 @@ pub enum WsCmd {
     /// SSH keys inside a workspace.
     #[command(subcommand)]
     SshKeys(WsKeysCmd),
+    /// AI configuration of a workspace: managed AI or your own provider key (BYOK).
+    #[command(subcommand)]
+    Ai(AiCmd),
+}
+
+/// `workspace ai …` (also `ai …`).
+#[derive(Subcommand, Debug)]
+pub enum AiCmd {
+    /// Show the AI mode, provider, model and status of a workspace (a stored key is never
+    /// shown).
+    Show {
+        #[command(flatten)]
+        ws: WsArg,
+    },
+    /// Set the AI mode of a workspace: managed (the platform's proxy, paid in credits), byok
+    /// (your own provider key, written into the VM's /etc/rigbox/env at the next sync), or
+    /// inherit (the account's mode).
+    ///
+    /// The key is never an argument (it would land in the shell history): --api-key asks for
+    /// it without echo, --api-key-stdin reads the first line of stdin. Switching to managed
+    /// deletes the stored key.
+    Mode {
+        /// Workspace ID (ws-…) or name.
+        #[arg(value_name = "WS")]
+        ws: String,
+        /// managed, byok or inherit.
+        #[arg(value_enum, value_name = "MODE")]
+        mode: AiModeArg,
+        /// Provider of the key (byok).
+        #[arg(long, value_enum)]
+        provider: Option<AiProviderArg>,
+        /// Model to record with the configuration (byok).
+        #[arg(long, value_name = "MODEL")]
+        model: Option<String>,
+        /// Ask for the provider key at a prompt that does not echo.
+        #[arg(long, conflicts_with = "api_key_stdin")]
+        api_key: bool,
+        /// Read the provider key from the first line of stdin.
+        #[arg(long)]
+        api_key_stdin: bool,
+    },
+}
+
+/// The MODE of `ai mode`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiModeArg {
+    Managed,
+    Byok,
+    Inherit,
+}
+
+/// `--provider` of `ai mode`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiProviderArg {
+    Google,
+    Openai,
+    Anthropic,
 }
 
 /// `workspace env …`: the workspace is the first positional unless `-w` names it.

@@ -19,7 +19,7 @@ mod wait;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{
-    ApiKeyCmd, AppCmd, Cli, Cmd, CreditsArgs, CreditsCmd, EnvCmd, ProxyCmd, SshKeyCmd,
+    AiCmd, ApiKeyCmd, AppCmd, Cli, Cmd, CreditsArgs, CreditsCmd, EnvCmd, ProxyCmd, SshKeyCmd,
     TemplatesCmd, UsageArgs, WsCmd, WsKeysCmd,
 };
 use commands::{account, api, credits, inside, keys, proxy, workspace, Ctx};
@@ -285,6 +285,7 @@ async fn run_local(
             Out::silent()
         }
         Cmd::Workspace(w) => run_workspace_cmd(&ctx, w).await?,
+        Cmd::Ai(a) => run_ai_cmd(&ctx, a).await?,
     };
     Ok((out, exit::OK))
 }
@@ -398,6 +399,30 @@ async fn run_workspace_cmd(ctx: &Ctx, w: WsCmd) -> CliResult<Out> {
         WsCmd::SshKeys(WsKeysCmd::Ls { ws }) => workspace::ssh_keys_ls(ctx, &ws.resolve()?).await,
         WsCmd::SshKeys(WsKeysCmd::Sync { ws }) => {
             workspace::ssh_keys_sync(ctx, &ws.resolve()?).await
+        }
+        WsCmd::Ai(a) => run_ai_cmd(ctx, a).await,
+    }
+}
+
+/// `workspace ai …` and `ai …`.
+async fn run_ai_cmd(ctx: &Ctx, a: AiCmd) -> CliResult<Out> {
+    use commands::ai::{self, KeySource};
+    match a {
+        AiCmd::Show { ws } => ai::show(ctx, &ws.resolve()?).await,
+        AiCmd::Mode {
+            ws,
+            mode,
+            provider,
+            model,
+            api_key,
+            api_key_stdin,
+        } => {
+            let key = match (api_key, api_key_stdin) {
+                (_, true) => KeySource::Stdin,
+                (true, false) => KeySource::Prompt,
+                (false, false) => KeySource::None,
+            };
+            ai::mode(ctx, &ws, mode, provider, model.as_deref(), key).await
         }
     }
 }

@@ -132,3 +132,91 @@ async fn agent_and_workspace_mode_through_the_bridge() {
     assert_eq!(e["error"]["code"], "not_found");
     assert_eq!(e["error"]["details"]["request_id"], id.as_str());
 }
+
+/// BYOK through the real agent: the provider key lands in `/etc/rigbox/env` at a sync and
+/// leaves it once the workspace is back in managed; `rig proxy on` refuses meanwhile. (Each sync
+/// goes through a fresh bridge, which asks the control plane: the push of a change to a running
+/// VM is covered by tests/e2e/tests/byok.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_writes_the_byok_key_and_removes_it_back_in_managed() {
+    const SECRET: &str = "AIza-agent-Secret-0123456789";
+    let tp = TestPlatform::start().await;
+    let user = tp.user("owner@example.com").await;
+    let (code, ws) = user
+        .post(
+            "/workspaces",
+            json!({"name": "keyed", "env_vars": {"A": "1"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{ws}");
+    let ws_id = WorkspaceId::parse(ws["id"].as_str().expect("id")).expect("an ID");
+    let app = tp.platform().app.clone();
+    let bridge = || rigbox_testkit::loopback_bridge(app.clone(), &ws_id, Arc::default());
+    let url = bridge().await;
+    let root = tempfile::tempdir().expect("root");
+    let root_path = root.path().to_str().expect("utf-8 path").to_owned();
+    let sync = || async {
+        let url = bridge().await;
+        let out = rig(
+            &[
+                "agent",
+                "--once",
+                "--bridge-url",
+                &url,
+                "--root",
+                &root_path,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(root.path().join("etc/rigbox/env")).expect("env written")
+    };
+    let inside = [
+        ("RIGBOX_MODE", "workspace"),
+        ("RIGBOX_BRIDGE_URL", url.as_str()),
+    ];
+
+    let env = sync().await;
+    assert!(!env.contains("GOOGLE_API_KEY"), "{env}");
+    let (code, c) = user
+        .put(
+            &format!("/workspaces/{ws_id}/ai-config"),
+            json!({"mode": "byok", "provider": "google", "api_key": SECRET}),
+        )
+        .await;
+    assert_eq!(code, 200, "{c}");
+    let env = sync().await;
+    assert!(
+        env.contains(&format!("GOOGLE_API_KEY='{SECRET}'\n")),
+        "{env}"
+    );
+    assert!(env.contains("A='1'\n"), "{env}");
+    let out = rig(&["proxy", "on"], &inside).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("managed AI is off for this workspace (mode: byok)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rig(&["ws", "get", "--output", "json"], &inside).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ai_mode"], "byok");
+
+    let (code, _) = user
+        .put(
+            &format!("/workspaces/{ws_id}/ai-config"),
+            json!({"mode": "managed"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let env = sync().await;
+    assert!(!env.contains(SECRET), "the key stayed in the guest: {env}");
+    assert!(env.contains("A='1'\n"), "{env}");
+}

@@ -52,6 +52,12 @@ pub struct ControlConfig {
     /// key of the control-plane configuration itself.
     #[serde(skip)]
     pub managed_ai: ManagedAi,
+    /// The operator's master key, which seals BYOK provider keys at rest
+    /// ([`crate::sealing`]). Set by `rigboxd` (from its `master_key` setting or the key file
+    /// in the data dir), so it is not a key of the control-plane configuration itself; without
+    /// it a BYOK key cannot be stored (500) nor delivered.
+    #[serde(skip)]
+    pub master_key: Option<crate::sealing::MasterKey>,
 }
 
 /// The managed AI proxy as the control plane advertises it to workspaces (bridge-and-ai.md §5,
@@ -189,6 +195,7 @@ impl Default for ControlConfig {
             gateway_authorized_keys: Vec::new(),
             secure_cookies: true,
             managed_ai: ManagedAi::default(),
+            master_key: None,
         }
     }
 }

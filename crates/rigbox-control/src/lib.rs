@@ -10,6 +10,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod sealing;
 pub mod store;
 
 pub use app::App;

@@ -432,6 +432,8 @@ pub struct Workspace {
     pub vcpu_count: i64,
     pub disk_size_mb: i64,
     pub ssh: SshInfo,
+    /// The workspace's AI mode override; `None` (null) inherits the account's mode.
+    pub ai_mode: Option<AiMode>,
     pub created_at: String,
     pub updated_at: String,
     pub started_at: Option<String>,
@@ -609,6 +611,138 @@ pub struct EnvPatched {
     pub env_vars: BTreeMap<String, String>,
     pub updated_at: String,
     pub applied: bool,
+}
+
+/// An AI mode (bridge-and-ai.md §12): the platform's managed proxy, or the user's own
+/// provider key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AiMode {
+    Managed,
+    Byok,
+}
+
+impl AiMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AiMode::Managed => "managed",
+            AiMode::Byok => "byok",
+        }
+    }
+
+    /// Parses a stored mode.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "managed" => Some(AiMode::Managed),
+            "byok" => Some(AiMode::Byok),
+            _ => None,
+        }
+    }
+}
+
+/// The provider of a BYOK key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AiProvider {
+    Google,
+    Openai,
+    Anthropic,
+}
+
+impl AiProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AiProvider::Google => "google",
+            AiProvider::Openai => "openai",
+            AiProvider::Anthropic => "anthropic",
+        }
+    }
+
+    /// Parses a stored provider.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "google" => Some(AiProvider::Google),
+            "openai" => Some(AiProvider::Openai),
+            "anthropic" => Some(AiProvider::Anthropic),
+            _ => None,
+        }
+    }
+
+    /// The variable of `/etc/rigbox/env` that carries this provider's key.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            AiProvider::Google => "GOOGLE_API_KEY",
+            AiProvider::Openai => "OPENAI_API_KEY",
+            AiProvider::Anthropic => "ANTHROPIC_API_KEY",
+        }
+    }
+}
+
+/// Whether a workspace's AI works as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AiStatus {
+    /// Managed mode: the platform's proxy serves it.
+    ManagedActive,
+    /// BYOK with a stored key.
+    ByokActive,
+    /// BYOK without a key: nothing serves it until one is stored.
+    InvalidMissingKey,
+}
+
+/// `PUT /users/me/ai-mode`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AiModeUpdate {
+    pub mode: AiMode,
+}
+
+/// `GET /workspaces/{ws}/ai-config`. The provider key is write-only: never part of it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkspaceAiConfig {
+    /// The effective mode: the workspace's override, else the account's.
+    pub mode: AiMode,
+    pub provider: Option<AiProvider>,
+    pub model: Option<String>,
+    pub status: AiStatus,
+    pub updated_at: String,
+}
+
+/// `PUT /workspaces/{ws}/ai-config`: omitted keeps, null clears (`mode: null` inherits the
+/// account's mode).
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceAiConfigUpdate {
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<AiMode>)]
+    pub mode: Option<Option<AiMode>>,
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<AiProvider>)]
+    pub provider: Option<Option<AiProvider>>,
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub model: Option<Option<String>>,
+    /// Write-only: stored sealed, never returned.
+    #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub api_key: Option<Option<String>>,
+}
+
+impl std::fmt::Debug for WorkspaceAiConfigUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceAiConfigUpdate")
+            .field("mode", &self.mode)
+            .field("provider", &self.provider)
+            .field("model", &self.model)
+            .field(
+                "api_key",
+                &self
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.as_ref().map(|_| "<redacted>")),
+            )
+            .finish()
+    }
 }
 
 /// Distinguishes "field omitted" (`None`) from "field null" (`Some(None)`).

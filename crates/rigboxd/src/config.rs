@@ -127,6 +127,10 @@ pub struct Config {
     pub sim: SimConfig,
     /// The managed AI proxy: upstreams, keys, prices (`[ai]`).
     pub ai: rigbox_ai::AiConfig,
+    /// The master key sealing BYOK provider keys at rest: 64 hex digits (32 bytes). Unset:
+    /// generated once into `<data-dir>/master.key` (mode 0600) and read from there at every
+    /// start. Losing it makes the stored provider keys unreadable (docs/operations.md).
+    pub master_key: Option<rigbox_control::sealing::MasterKey>,
 }
 
 impl Default for Config {
@@ -152,6 +156,7 @@ impl Default for Config {
             node: NodeFileConfig::default(),
             sim: SimConfig::default(),
             ai: rigbox_ai::AiConfig::default(),
+            master_key: None,
         }
     }
 }

@@ -108,6 +108,48 @@ fn generate_key(path: &Path, comment: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The file in the data dir holding the generated master key (hex, mode 0600).
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// The master key that seals BYOK provider keys: the configured one, else the one generated
+/// into `<data-dir>/master.key` on the first start (32 random bytes, readable by its owner
+/// only). A configured key wins over the file, which is then left alone.
+pub fn load_or_create_master_key(
+    cfg: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<rigbox_control::sealing::MasterKey> {
+    use rigbox_control::sealing::MasterKey;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(k) = &cfg.master_key {
+        return Ok(k.clone());
+    }
+    let path = data_dir.join(MASTER_KEY_FILE);
+    if !path.exists() {
+        let key = MasterKey::generate();
+        // `create_new`: two starts racing cannot both write one.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(format!("{}\n", key.to_hex()).as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated the master key");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the master key {}", path.display()))?;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    MasterKey::from_hex(&text).with_context(|| format!("invalid master key in {}", path.display()))
+}
+
 /// The accelerator `--accel` resolves to on this host.
 pub fn resolve_accel(a: config::Accel) -> rigbox_node::qemu::Accel {
     match a {
@@ -320,6 +362,7 @@ impl Platform {
         control.ssh_port = ssh_addr.port();
         control.ssh_host_key_fingerprints = vec![keys.host_fingerprint()];
         control.gateway_authorized_keys = vec![keys.client_public_line()?];
+        control.master_key = Some(load_or_create_master_key(cfg, &data_dir)?);
         control.managed_ai = ManagedAi {
             enabled: cfg.ai.enabled,
             openrouter: cfg.ai.openrouter().is_some(),
@@ -532,4 +575,51 @@ pub fn ready_document(cfg: &Config, p: &Platform) -> serde_json::Value {
         "bridge_url": p.bridge_addr.map(|a| format!("http://{a}")),
         "version": VERSION,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_master_key_is_generated_once_private_and_a_configured_one_wins() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = Config::default();
+        let first = load_or_create_master_key(&cfg, dir.path()).expect("generated");
+        let path = dir.path().join(MASTER_KEY_FILE);
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read").trim(),
+            first.to_hex()
+        );
+        // Every later start reads the same key.
+        assert_eq!(
+            load_or_create_master_key(&cfg, dir.path()).expect("read"),
+            first
+        );
+        // A configured key wins and leaves the file alone.
+        let configured = rigbox_control::sealing::MasterKey::generate();
+        let cfg = Config {
+            master_key: Some(configured.clone()),
+            ..Config::default()
+        };
+        assert_eq!(
+            load_or_create_master_key(&cfg, dir.path()).expect("configured"),
+            configured
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read").trim(),
+            first.to_hex()
+        );
+        // A damaged file is an error, not a new key (that would orphan every sealed key).
+        std::fs::write(&path, "not a key").expect("write");
+        assert!(load_or_create_master_key(&Config::default(), dir.path()).is_err());
+        // In the TOML file: 64 hex digits.
+        let toml_cfg: Config =
+            toml::from_str(&format!("master_key = \"{}\"", first.to_hex())).expect("toml");
+        assert_eq!(toml_cfg.master_key, Some(first));
+        assert!(toml::from_str::<Config>("master_key = \"abc\"").is_err());
+    }
 }

@@ -4,6 +4,7 @@
 //!
 //! - `account`: login, logout, whoami, status, limits, capacity, templates
 //! - `workspace`: `workspace …` (alias `ws`)
+//! - `ai`: `workspace ai …` (also `ai …`), a workspace's AI mode and BYOK key
 //! - `apps`: `app …`, in both modes
 //! - `keys`: `ssh-key …` and `api-key …`
 //! - `api`: the raw `api` command and `completions`
@@ -14,6 +15,7 @@
 
 pub mod account;
 pub mod agent;
+pub mod ai;
 pub mod api;
 pub mod apps;
 pub mod credits;

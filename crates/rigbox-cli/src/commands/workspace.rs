@@ -65,6 +65,7 @@ fn describe(ws: &Value) -> String {
         ("RAM (MB)", &ws["ram_mb"]),
         ("vCPUs", &ws["vcpu_count"]),
         ("Disk (MB)", &ws["disk_size_mb"]),
+        ("AI mode", &ws["ai_mode"]),
         ("Stop reason", &ws["stop_reason"]),
         ("Created", &ws["created_at"]),
         ("Started", &ws["started_at"]),

@@ -91,6 +91,7 @@ impl App {
             default_region: None,
             settings_updated_at: now,
             created_at: now,
+            ai_mode: rigbox_types::api::AiMode::Managed.as_str().into(),
         };
         let mut tx = self.store.begin().await?;
         self.store

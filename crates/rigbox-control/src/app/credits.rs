@@ -6,7 +6,6 @@
 //! and holds are written by the wallet (`wallet.rs`) on the same ledger.
 
 use super::auth::Principal;
-use super::proxy_env::MODE_MANAGED;
 use super::{ApiError, ApiResult, App};
 use crate::store::{ChargeTotals, LedgerRow, Tx, UserRow};
 use rigbox_types::agent::BridgeCaller;
@@ -100,7 +99,7 @@ pub struct Credits {
     pub balance_micro: i64,
     /// Sum of open holds.
     pub reserved_micro: i64,
-    /// `managed` (P1 always) or `byok`.
+    /// The account's AI mode: `managed` or `byok`.
     pub mode: String,
     pub period_start: String,
     pub period_end: String,
@@ -372,7 +371,7 @@ impl App {
 
     /// The wallet of `user` as `GET /users/me/credits` shows it: `remaining` is the available
     /// amount, balance minus the open holds.
-    async fn credits_of(&self, user: &UserRow) -> ApiResult<Credits> {
+    pub(crate) async fn credits_of(&self, user: &UserRow) -> ApiResult<Credits> {
         self.charges_committed().await?;
         let (limits, _) = self.limits_of(user);
         let pool = self.store.pool();
@@ -389,7 +388,9 @@ impl App {
             total_micro: total,
             balance_micro: balance,
             reserved_micro: reserved,
-            mode: MODE_MANAGED.into(),
+            mode: super::byok::effective_mode(None, &user.ai_mode)
+                .as_str()
+                .into(),
             period_start: from_micros(start),
             period_end: from_micros(end),
         })

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app_auth;
 pub mod apps;
 pub mod auth;
+pub mod byok;
 pub mod credits;
 pub mod error;
 pub mod keys;
@@ -57,6 +58,9 @@ pub struct App {
     pub(crate) route_generation: std::sync::atomic::AtomicU64,
     /// The wallet writer's queue, once [`App::wallet`] was first called (for [`App::wallet_synced`]).
     pub(crate) wallet_queue: std::sync::OnceLock<wallet::Queue>,
+    /// Bumped after every committed change of an AI mode or BYOK key (see
+    /// [`App::ai_generation`]).
+    pub(crate) ai_generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for App {
@@ -90,6 +94,7 @@ impl App {
             shutdown: Notify::new(),
             route_generation: std::sync::atomic::AtomicU64::new(0),
             wallet_queue: std::sync::OnceLock::new(),
+            ai_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -2,17 +2,17 @@
 //! every managed workspace gets in `/etc/rigbox/env`, the opt-in groups of `~/.rigbox/proxy.env`
 //! and `rig proxy`, and `GET /rig/v1/proxy/env`. What is offered follows
 //! [`ManagedAi`](crate::config::ManagedAi): a group exists only when its upstream is configured.
+//! A workspace in BYOK mode is offered none of it ([`super::byok`]).
 
 use super::{ApiResult, App};
 use rigbox_types::agent::{BridgeCaller, EnvVar, ProxyEnvVar, BRIDGE_URL};
+use rigbox_types::api::AiMode;
 use serde::Serialize;
 
 /// The placeholder key for SDKs that insist on one; the proxy drops it.
 pub const PLACEHOLDER_KEY: &str = "managed-by-rigbox";
 /// Where the agent writes the compatibility set in the guest.
 pub const PROXY_ENV_PATH: &str = "/home/developer/.rigbox/proxy.env";
-/// The account AI mode (P1: always managed; `byok` is P2).
-pub const MODE_MANAGED: &str = "managed";
 
 /// The groups of `GET /rig/v1/proxy/env`, in the order of the spec's table (absent = not
 /// configured).
@@ -125,13 +125,19 @@ impl App {
     /// `GET /rig/v1/proxy/env`.
     pub async fn bridge_proxy_env(&self, caller: &BridgeCaller) -> ApiResult<ProxyEnv> {
         // The caller must still exist (404 otherwise), like every other `/rig/v1` read.
-        self.bridge_principal(caller).await?;
+        let (p, row) = self.bridge_principal(caller).await?;
+        let mode = self.workspace_ai_mode(&row, &p.user.ai_mode);
+        let ai = self.guest_ai(&row, &p.user.ai_mode).await?;
         Ok(ProxyEnv {
-            mode: MODE_MANAGED.into(),
+            mode: mode.as_str().into(),
             bridge_url: BRIDGE_URL.into(),
             proxy_env_path: PROXY_ENV_PATH.into(),
-            groups: self.proxy_groups(),
-            login_variables: self.platform_env().into_iter().map(|e| e.key).collect(),
+            // In BYOK mode the proxy serves this workspace nothing.
+            groups: match mode {
+                AiMode::Managed => self.proxy_groups(),
+                AiMode::Byok => ProxyGroups::default(),
+            },
+            login_variables: ai.env.into_iter().map(|e| e.key).collect(),
         })
     }
 }

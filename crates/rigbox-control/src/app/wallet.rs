@@ -72,7 +72,9 @@ const CHECKPOINT_EVERY: usize = 4_000;
 /// Open holds remembered at most (more are read back from the store when they close).
 const MAX_KNOWN_HOLDS: usize = 100_000;
 /// How long a workspace → owner answer is reused (the owner of a workspace never changes; its
-/// name may, and the ledger records the name at most this stale).
+/// name may, and the ledger records the name at most this stale). A change of AI mode made
+/// through this process's API drops it at once ([`App::ai_generation`]); one made by another
+/// process is seen within this time.
 const ACCOUNT_TTL: Duration = Duration::from_secs(2);
 
 /// The writer's queue (unbounded: it holds at most a few operations per request in flight)
@@ -320,8 +322,11 @@ struct Writer {
 pub struct WalletHandle {
     app: Arc<App>,
     queue: Queue,
-    accounts: Arc<Mutex<HashMap<WorkspaceId, (Instant, Account)>>>,
+    accounts: Arc<Mutex<HashMap<WorkspaceId, CachedAccount>>>,
 }
+
+/// A cached account answer: when it was read, [`App::ai_generation`] before the read, the answer.
+type CachedAccount = (Instant, u64, Account);
 
 impl std::fmt::Debug for WalletHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -888,35 +893,38 @@ async fn answer<T>(rx: oneshot::Receiver<Result<T, WalletError>>) -> Result<T, W
 #[async_trait::async_trait]
 impl Wallet for WalletHandle {
     async fn account(&self, workspace: &WorkspaceId) -> Result<Option<Account>, WalletError> {
-        if let Some((at, a)) = self
+        // A change of AI mode in this process moves the generation after its commit: the next
+        // call reads again (an atomic load, no query). Other processes' changes: the TTL.
+        let generation = self.app.ai_generation();
+        if let Some((at, seen, a)) = self
             .accounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(workspace)
         {
-            if at.elapsed() < ACCOUNT_TTL {
+            if at.elapsed() < ACCOUNT_TTL && *seen == generation {
                 return Ok(Some(a.clone()));
             }
         }
         let row = self
             .app
             .store
-            .workspace_by_id(self.app.store.pool(), workspace.as_str())
+            .ai_account(workspace.as_str())
             .await
             .map_err(store_err)?;
         let account = row.map(|w| Account {
+            managed: super::byok::effective_mode(w.workspace_mode.as_deref(), &w.account_mode)
+                == rigbox_types::api::AiMode::Managed,
             user_id: w.user_id,
-            workspace_name: w.name,
-            // BYOK mode is not offered yet: every workspace is managed.
-            managed: true,
+            workspace_name: w.workspace_name,
         });
         let mut cache = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         match &account {
             Some(a) => {
                 if cache.len() > 10_000 {
-                    cache.retain(|_, (at, _)| at.elapsed() < ACCOUNT_TTL);
+                    cache.retain(|_, (at, _, _)| at.elapsed() < ACCOUNT_TTL);
                 }
-                cache.insert(workspace.clone(), (Instant::now(), a.clone()));
+                cache.insert(workspace.clone(), (Instant::now(), generation, a.clone()));
             }
             None => {
                 cache.remove(workspace);

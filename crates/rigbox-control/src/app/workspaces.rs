@@ -10,8 +10,9 @@ use rigbox_types::agent::{
     BridgeCaller, BridgeWorkspace, EnvVar, Whoami, WorkspaceMeta, BRIDGE_URL,
 };
 use rigbox_types::api::{
-    CreateWorkspaceRequest, EnvPatched, EnvVars, Failure, Limits, List, ResizeRequest, SshInfo,
-    SshKeySync, Template, Workspace, WorkspaceSshKey, WorkspaceSshKeys, WorkspaceStatus as S,
+    AiMode, CreateWorkspaceRequest, EnvPatched, EnvVars, Failure, Limits, List, ResizeRequest,
+    SshInfo, SshKeySync, Template, Workspace, WorkspaceSshKey, WorkspaceSshKeys,
+    WorkspaceStatus as S,
 };
 use rigbox_types::gateway::{parse_ssh_user, SshRoute};
 use rigbox_types::node::{DesiredState, GuestConfig};
@@ -267,6 +268,7 @@ impl App {
             vcpu_count: row.vcpu_count,
             disk_size_mb: row.disk_size_mb,
             ssh: self.ssh_info(row),
+            ai_mode: row.ai_mode.as_deref().and_then(AiMode::parse),
             created_at: from_micros(row.created_at),
             updated_at: from_micros(row.updated_at),
             started_at: row.started_at.map(from_micros),
@@ -381,6 +383,7 @@ impl App {
             updated_at: now,
             started_at: None,
             stopped_at: None,
+            ai_mode: None,
         };
         let mut tx = self.store.begin().await?;
         self.store.lock_user(&mut tx, &p.user.id).await?;
@@ -834,6 +837,13 @@ impl App {
     pub async fn bridge_workspace(&self, caller: &BridgeCaller) -> ApiResult<BridgeWorkspace> {
         let row = self.caller_row(caller).await?;
         let apps = self.bridge_apps(caller).await?;
+        let account_mode = self
+            .store
+            .user_by_id(&row.user_id)
+            .await?
+            .map(|u| u.ai_mode)
+            .unwrap_or_default();
+        let ai_mode = self.workspace_ai_mode(&row, &account_mode);
         let w = self.workspace_view(&row);
         Ok(BridgeWorkspace {
             id: w.id,
@@ -847,7 +857,7 @@ impl App {
             vcpu_count: w.vcpu_count,
             disk_size_mb: w.disk_size_mb,
             ssh: w.ssh,
-            ai_mode: "managed".into(),
+            ai_mode: ai_mode.as_str().into(),
             apps,
             created_at: w.created_at,
             started_at: w.started_at,
@@ -858,6 +868,8 @@ impl App {
     pub async fn guest_config_of(&self, row: &WorkspaceRow) -> ApiResult<GuestConfig> {
         let owner = self.store.user_by_id(&row.user_id).await?;
         let user_env = self.store.env_vars(self.store.pool(), &row.id).await?;
+        let account_mode = owner.as_ref().map(|u| u.ai_mode.as_str()).unwrap_or("");
+        let ai = self.guest_ai(row, account_mode).await?;
         Ok(GuestConfig {
             // Env vars and account keys change independently; the push time orders both.
             revision: self.now(),
@@ -879,16 +891,17 @@ impl App {
                 .map(|k| k.line)
                 .collect(),
             gateway_authorized_keys: self.config.gateway_authorized_keys.clone(),
-            env: guest_env(self.platform_env(), user_env),
-            // The compatibility set of `~/.rigbox/proxy.env` is the `all` group.
-            proxy_env: self.proxy_groups().all.unwrap_or_default(),
+            // Managed: the proxy's pair, and the compatibility set of `~/.rigbox/proxy.env` is
+            // the `all` group. BYOK: the user's provider key, and no proxy variables.
+            env: guest_env(ai.env, user_env),
+            proxy_env: ai.proxy_env,
             volumes: Vec::new(),
             requests: Vec::new(),
         })
     }
 
     /// Hands the current configuration to a running workspace; true once its agent confirmed.
-    async fn push_config(
+    pub(crate) async fn push_config(
         &self,
         row: &WorkspaceRow,
         wait: Duration,
@@ -937,7 +950,8 @@ impl App {
         })
     }
 
-    /// Pushes new account keys to every running workspace of the user (no wait).
+    /// Pushes the new configuration (account keys, AI mode) to every running workspace of the
+    /// user (no wait).
     pub(crate) async fn keys_changed(&self, user_id: &str) {
         let Ok(page) = self
             .store
@@ -1051,7 +1065,8 @@ impl App {
     }
 }
 
-/// `/etc/rigbox/env` of a workspace: the platform variables (the managed AI pair) first, then
+/// `/etc/rigbox/env` of a workspace: the platform variables (the managed AI pair, or in BYOK
+/// mode the provider key) first, then
 /// the user's; a user variable of the same name replaces the platform's (workspaces.md §6).
 fn guest_env(
     platform: Vec<EnvVar>,

@@ -154,6 +154,17 @@ pub async fn credits(State(app): State<AppState>, p: Principal) -> Result<Json<C
     Ok(Json(app.credits(&p).await?))
 }
 
+#[utoipa::path(put, path = "/api/v1/users/me/ai-mode", tag = "users", request_body = AiModeUpdate,
+    responses((status = 200, body = Credits, description = "The account's credits; `mode` is the new account mode"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn set_ai_mode(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiJson(r): ApiJson<AiModeUpdate>,
+) -> Result<Json<Credits>, ApiError> {
+    Ok(Json(app.set_ai_mode(&p, r).await?))
+}
+
 #[utoipa::path(get, path = "/api/v1/users/me/credits/ledger", tag = "users", params(LedgerQuery),
     responses((status = 200, body = List<LedgerEntry>), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody)))]

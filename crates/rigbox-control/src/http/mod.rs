@@ -63,6 +63,7 @@ fn api_routes() -> Router<AppState> {
         .route("/users/me/credits", get(accounts::credits))
         .route("/users/me/credits/ledger", get(accounts::ledger))
         .route("/users/me/ai-usage", get(accounts::ai_usage))
+        .route("/users/me/ai-mode", put(accounts::set_ai_mode))
         .route("/users/me/regions", get(accounts::regions))
         .route(
             "/users/me/settings",
@@ -85,6 +86,10 @@ fn api_routes() -> Router<AppState> {
         .route(
             "/workspaces/{ws}/env",
             get(workspaces::get_env).patch(workspaces::patch_env),
+        )
+        .route(
+            "/workspaces/{ws}/ai-config",
+            get(workspaces::ai_config).put(workspaces::update_ai_config),
         )
         .route("/apps", get(apps::list).post(apps::create))
         .route(

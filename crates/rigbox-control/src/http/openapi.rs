@@ -96,12 +96,13 @@ impl Modify for Security {
         accounts::signup, accounts::login, accounts::logout, accounts::me, accounts::change_password,
         accounts::create_cli_session, accounts::poll_cli_session, accounts::cli_session_details,
         accounts::approve_cli_session, accounts::deny_cli_session,
-        accounts::limits, accounts::credits, accounts::ledger, accounts::ai_usage, accounts::regions, accounts::settings, accounts::update_settings,
+        accounts::limits, accounts::credits, accounts::ledger, accounts::ai_usage, accounts::set_ai_mode, accounts::regions, accounts::settings, accounts::update_settings,
         keys::create_api_key, keys::list_api_keys, keys::delete_api_key,
         keys::add_ssh_key, keys::list_ssh_keys, keys::delete_ssh_key,
         workspaces::list, workspaces::create, workspaces::get, workspaces::delete,
         workspaces::start, workspaces::stop, workspaces::restart, workspaces::cancel, workspaces::retry,
         workspaces::resize, workspaces::get_env, workspaces::patch_env, workspaces::ssh_keys, workspaces::sync_ssh_keys,
+        workspaces::ai_config, workspaces::update_ai_config,
         apps::list, apps::create, apps::get, apps::patch, apps::delete, apps::visibility, apps::health,
     ),
     components(schemas(rigbox_types::ErrorBody, rigbox_types::ErrorDetail, rigbox_types::ErrorCode))
@@ -154,6 +155,8 @@ mod tests {
             "/api/v1/users/me/ai-usage",
             "/api/v1/apps",
             "/api/v1/apps/{app}/visibility",
+            "/api/v1/users/me/ai-mode",
+            "/api/v1/workspaces/{ws}/ai-config",
         ] {
             assert!(
                 paths.contains_key(p),

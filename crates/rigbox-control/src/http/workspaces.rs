@@ -146,6 +146,28 @@ pub async fn patch_env(
     Ok(Json(app.patch_env(&p, &ws, r.env_vars).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/ai-config", tag = "workspaces", params(("ws" = String, Path)),
+    responses((status = 200, body = WorkspaceAiConfig), (status = 404, body = ErrorBody)))]
+pub async fn ai_config(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiPath(ws): ApiPath<String>,
+) -> Result<Json<WorkspaceAiConfig>, ApiError> {
+    Ok(Json(app.ai_config(&p, &ws).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/workspaces/{ws}/ai-config", tag = "workspaces", params(("ws" = String, Path)),
+    request_body(content = WorkspaceAiConfigUpdate, description = "Omitted keeps, null clears (`mode: null` inherits the account's mode); `api_key` is write-only"),
+    responses((status = 200, body = WorkspaceAiConfig), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update_ai_config(
+    State(app): State<AppState>,
+    p: Principal,
+    ApiPath(ws): ApiPath<String>,
+    ApiJson(r): ApiJson<WorkspaceAiConfigUpdate>,
+) -> Result<Json<WorkspaceAiConfig>, ApiError> {
+    Ok(Json(app.update_ai_config(&p, &ws, r).await?))
+}
+
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/ssh-keys", tag = "workspaces", params(("ws" = String, Path)),
     responses((status = 200, body = WorkspaceSshKeys), (status = 404, body = ErrorBody)))]
 pub async fn ssh_keys(

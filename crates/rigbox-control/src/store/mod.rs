@@ -4,6 +4,7 @@
 //! writer has a synchronous SQLite connection of its own ([`WalletDb`], rusqlite, `?N`
 //! placeholders) for its per-request statements; see `wallet.rs`.
 
+mod ai;
 mod apps;
 mod keys;
 #[macro_use]
@@ -12,6 +13,7 @@ mod users;
 mod wallet;
 mod workspaces;
 
+pub use ai::*;
 pub use apps::*;
 pub use keys::*;
 pub use ledger::*;

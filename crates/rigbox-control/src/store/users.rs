@@ -17,10 +17,13 @@ pub struct UserRow {
     pub default_region: Option<String>,
     pub settings_updated_at: i64,
     pub created_at: i64,
+    /// The account's AI mode, `managed` or `byok` (written by [`Store::set_user_ai_mode`]; a
+    /// new account is `managed`).
+    pub ai_mode: String,
 }
 
 const USER_COLS: &str = "id, email, name, password_hash, email_verified, plan, limit_overrides, \
-    disabled, default_region, settings_updated_at, created_at";
+    disabled, default_region, settings_updated_at, created_at, ai_mode";
 
 /// A `sessions` row.
 #[derive(Debug, Clone, FromRow)]

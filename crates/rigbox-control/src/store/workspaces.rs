@@ -37,6 +37,9 @@ pub struct WorkspaceRow {
     pub updated_at: i64,
     pub started_at: Option<i64>,
     pub stopped_at: Option<i64>,
+    /// The workspace's AI mode override (`managed`, `byok`); `None` inherits the account's.
+    /// Written only by [`Store::set_workspace_ai`].
+    pub ai_mode: Option<String>,
 }
 
 const WS_COLS: &str =
@@ -44,7 +47,7 @@ const WS_COLS: &str =
     ram_mb, vcpu_count, disk_size_mb, desired_state, generation, force_delete, failure_code, \
     failure_message, failure_retryable, failure_at, failure_attempts, failed_step, stop_reason, \
     start_from, restart_pending, status_changed_at, env_updated_at, created_at, updated_at, \
-    started_at, stopped_at";
+    started_at, stopped_at, ai_mode";
 
 /// Resource usage of one user, as the limits count it.
 #[derive(Debug, Clone, Copy, Default, FromRow)]
@@ -65,7 +68,7 @@ impl Store {
         sqlx::query(&format!(
             "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
              $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
-             $28, $29, $30)"
+             $28, $29, $30, $31)"
         ))
         .bind(&w.id)
         .bind(&w.user_id)
@@ -97,6 +100,7 @@ impl Store {
         .bind(w.updated_at)
         .bind(w.started_at)
         .bind(w.stopped_at)
+        .bind(&w.ai_mode)
         .execute(&mut **tx)
         .await
         .map_err(StoreError::from_write)?;
