@@ -332,8 +332,8 @@ impl AiProxy {
         body: Body,
         request_id: &str,
     ) -> Result<(Job, upstream::Request, Committed), GatewayError> {
-        let (base, key) = self.check_enabled(route.upstream())?;
         let account = self.account(caller).await?;
+        let (base, key) = self.check_enabled(route.upstream())?;
         let raw = self.read_body(body).await?;
         let mut body = Fields::parse(&raw).map_err(|e| GatewayError::invalid(e.to_string()))?;
         let Some(sent_model) = body.get::<String>("model") else {
@@ -470,8 +470,8 @@ impl AiProxy {
         let filter_models = up == Upstream::OpenRouter && path == "models";
         let request_id = new_request_id();
         let result = async {
-            let (base, key) = self.check_enabled(up)?;
             self.account(&caller).await?;
+            let (base, key) = self.check_enabled(up)?;
             let body = self.read_body(body).await?;
             let fwd = forward_headers(&headers, up, &key)?;
             let req = upstream_request(method, &format!("{base}/{path}"), fwd, body)?;
@@ -543,9 +543,9 @@ impl AiProxy {
         request_id: String,
     ) -> Result<Response, GatewayError> {
         {
+            let account = self.account(&caller).await?;
             let (base, key) = self.check_enabled(Upstream::Brave)?;
             let usd = self.cfg.brave.as_ref().map_or(0.0, |b| b.usd_per_request);
-            let account = self.account(&caller).await?;
             let body = self.read_body(body).await?;
             let micro = usd_to_micro(usd);
             let fwd = forward_headers(&headers, Upstream::Brave, &key)?;
