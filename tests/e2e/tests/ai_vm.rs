@@ -1,7 +1,9 @@
 //! Managed AI from inside a real VM: code in a Debian guest under QEMU reaches the AI proxy on
 //! the bridge with the environment every login shell gets (no key), with `curl` and with the
 //! real `openai` SDK; the owner's credits drop by exactly the ledger's charges; once the credits
-//! are gone the VM gets 402 while SSH and apps keep working.
+//! are gone the VM gets 402 while SSH and apps keep working; in BYOK mode the guest's login
+//! shells get the user's own provider key instead of the managed pair and the proxy answers
+//! 403, until the workspace is managed again.
 //!
 //! The upstream is `rigbox-fake-ai` on the host's loopback (no traffic leaves the machine).
 //! Same conditions as the other VM suites (`RIGBOX_VM_TESTS=1`, set by `scripts/test`).
@@ -262,4 +264,62 @@ async fn code_in_a_vm_uses_managed_ai_and_is_charged_exactly_the_ledger() {
         200,
         "apps keep working without credits"
     );
+
+    // BYOK: the user's own key replaces the managed pair in new login shells, and the proxy
+    // refuses the workspace (before the wallet: 403, not 402); managed again undoes both.
+    let (code, cfg) = vms
+        .api
+        .put(
+            &format!("/workspaces/{id}/ai-config"),
+            json!({"mode": "byok", "provider": "openai", "api_key": "sk-own-key-of-the-user"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{cfg}");
+    assert_eq!(cfg["status"], "byok_active", "{cfg}");
+    assert!(cfg.get("api_key").is_none(), "{cfg}");
+    let env = guest_env_until(&vms, &ip, "sk-own-key-of-the-user|unset").await;
+    assert_eq!(env, "sk-own-key-of-the-user|unset");
+    let out = vms.run(
+        &ip,
+        &format!(
+            "curl -sS -o /tmp/b -w \"%{{http_code}}\" -H content-type:application/json \
+             -d '{CHAT}' http://172.16.0.1:9090/v1/chat/completions; echo; cat /tmp/b"
+        ),
+    );
+    let (status, body) = out.split_once('\n').expect("status line");
+    assert_eq!(status, "403", "{out}");
+    let err: Value = serde_json::from_str(body.trim()).expect("json");
+    assert_eq!(err["error"]["code"], "managed_ai_disabled", "{err}");
+
+    let (code, cfg) = vms
+        .api
+        .put(
+            &format!("/workspaces/{id}/ai-config"),
+            json!({"mode": "managed"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{cfg}");
+    assert_eq!(cfg["status"], "managed_active", "{cfg}");
+    let env = guest_env_until(&vms, &ip, "unset|managed-by-rigbox").await;
+    assert_eq!(
+        env, "unset|managed-by-rigbox",
+        "the stored key is gone from the guest"
+    );
+}
+
+/// `$OPENAI_API_KEY|$OPENROUTER_API_KEY` of a new login shell in the guest ("unset" for
+/// either), once it reads `want` (the agent applies a change at its next sync) or after 60 s.
+async fn guest_env_until(vms: &Vms, ip: &str, want: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let env = vms.run(
+            ip,
+            "bash -lc 'echo \"${OPENAI_API_KEY:-unset}|${OPENROUTER_API_KEY:-unset}\"'",
+        );
+        let env = env.trim().to_owned();
+        if env == want || std::time::Instant::now() > deadline {
+            return env;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
