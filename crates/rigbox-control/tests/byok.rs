@@ -6,8 +6,7 @@
 
 use rigbox_control::config::ManagedAi;
 use rigbox_control::App;
-use rigbox_testkit::{Client, TestPlatform};
-use rigbox_types::agent::BridgeCaller;
+use rigbox_testkit::{rig_v1_client, Client, TestPlatform};
 use rigbox_types::wallet::Wallet;
 use rigbox_types::WorkspaceId;
 use serde_json::{json, Value};
@@ -341,22 +340,6 @@ fn app_with(tp: &TestPlatform, ai: ManagedAi) -> Arc<App> {
     App::new(base.store.clone(), config, base.clock.clone(), Vec::new())
 }
 
-/// The control plane's `/rig/v1` router as the node's bridge serves it to `ws`.
-async fn bridge(app: &Arc<App>, ws: &str) -> Client {
-    let caller = BridgeCaller {
-        workspace_id: WorkspaceId::parse(ws).expect("id"),
-        node_id: "node-1".into(),
-        ip: [172, 16, 0, 2].into(),
-    };
-    let router = rigbox_control::http::rig_v1::router(app.clone()).layer(axum::Extension(caller));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Client::with_base(&format!("http://{addr}/rig/v1"), None)
-}
-
 /// `/etc/rigbox/env` and `~/.rigbox/proxy.env` as the agent would write them.
 async fn guest_env(app: &Arc<App>, ws: &str) -> (Vec<(String, String)>, usize) {
     let row = {
@@ -394,7 +377,7 @@ async fn the_guest_gets_the_proxy_pair_in_managed_and_the_provider_key_in_byok()
             brave: false,
         },
     );
-    let vm = bridge(&app, &ws).await;
+    let vm = rig_v1_client(app.clone(), &ws).await;
     let managed = pairs(&[
         ("OPENROUTER_BASE_URL", "http://172.16.0.1:9090/v1"),
         ("OPENROUTER_API_KEY", "managed-by-rigbox"),

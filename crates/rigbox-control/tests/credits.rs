@@ -8,9 +8,7 @@
 use rigbox_control::config::ManagedAi;
 use rigbox_control::store::LedgerRow;
 use rigbox_control::App;
-use rigbox_testkit::{Client, TestPlatform};
-use rigbox_types::agent::BridgeCaller;
-use rigbox_types::WorkspaceId;
+use rigbox_testkit::{rig_v1_client, Client, TestPlatform};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -100,22 +98,6 @@ fn app_with(tp: &TestPlatform, ai: ManagedAi, workspaces_per_minute: u32) -> Arc
     config.managed_ai = ai;
     config.rate_limits.workspaces = workspaces_per_minute;
     App::new(base.store.clone(), config, base.clock.clone(), Vec::new())
-}
-
-/// The control plane's `/rig/v1` router as the node's bridge serves it to `ws`.
-async fn bridge(app: &Arc<App>, ws: &str) -> Client {
-    let caller = BridgeCaller {
-        workspace_id: WorkspaceId::parse(ws).expect("id"),
-        node_id: "node-1".into(),
-        ip: [172, 16, 0, 2].into(),
-    };
-    let router = rigbox_control::http::rig_v1::router(app.clone()).layer(axum::Extension(caller));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Client::with_base(&format!("http://{addr}/rig/v1"), None)
 }
 
 async fn workspace(c: &Client, name: &str) -> String {
@@ -386,7 +368,7 @@ async fn credits_ledger_and_ai_usage() {
     assert_eq!(tp.anon().get("/users/me/ai-usage").await.0, 401);
 
     // Through the bridge: the owner's wallet, and the subject's charges in a window.
-    let vm = bridge(&app_with(&tp, MANAGED, 1000), &ws).await;
+    let vm = rig_v1_client(app_with(&tp, MANAGED, 1000), &ws).await;
     let (s, vc) = vm.get("/credits").await;
     assert_eq!(s, 200, "{vc}");
     assert_eq!(vc["remaining_micro"], c["remaining_micro"]);
@@ -437,7 +419,7 @@ async fn proxy_env_and_the_guest_environment() {
     assert_eq!(s, 201, "{w}");
     let ws = w["id"].as_str().expect("id").to_owned();
     let app = app_with(&tp, MANAGED, 1000);
-    let vm = bridge(&app, &ws).await;
+    let vm = rig_v1_client(app.clone(), &ws).await;
     let (s, p) = vm.get("/proxy/env").await;
     assert_eq!(s, 200, "{p}");
     let v1 = json!([{"name": "OPENAI_BASE_URL", "value": "http://172.16.0.1:9090/v1"},
@@ -510,7 +492,7 @@ async fn without_managed_ai_nothing_is_offered() {
         .await;
     assert_eq!(s, 201, "{w}");
     let ws = w["id"].as_str().expect("id").to_owned();
-    let vm = bridge(&app, &ws).await;
+    let vm = rig_v1_client(app.clone(), &ws).await;
     let (s, p) = vm.get("/proxy/env").await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(

@@ -142,6 +142,35 @@ impl Client {
         }
     }
 
+    /// Creates the workspace `name`, starts it and waits until it runs (simulated VMM);
+    /// returns its ID and the loopback address that stands for its VM on a sim bridge
+    /// (`127.16.0.N` for the lease `172.16.0.N`).
+    pub async fn running_workspace(&self, name: &str) -> (String, std::net::Ipv4Addr) {
+        let (code, ws) = self
+            .post("/workspaces", serde_json::json!({"name": name}))
+            .await;
+        assert_eq!(code, 201, "{ws}");
+        let id = ws["id"].as_str().expect("id").to_owned();
+        self.wait_status(&id, "provisioned", Duration::from_secs(20))
+            .await;
+        let (code, _) = self
+            .post(&format!("/workspaces/{id}/start"), serde_json::json!({}))
+            .await;
+        assert_eq!(code, 202);
+        let ws = self
+            .wait_status(&id, "running", Duration::from_secs(20))
+            .await;
+        let ip: std::net::Ipv4Addr = ws["ip_address"]
+            .as_str()
+            .expect("a running workspace has an address")
+            .parse()
+            .expect("IPv4");
+        let [172, 16, 0, n] = ip.octets() else {
+            panic!("unexpected lease {ip}")
+        };
+        (id, std::net::Ipv4Addr::new(127, 16, 0, n))
+    }
+
     /// Polls until `GET /workspaces/{ws}` answers 404.
     pub async fn wait_gone(&self, ws: &str, timeout: Duration) {
         let start = Instant::now();
@@ -191,6 +220,24 @@ pub async fn loopback_bridge(
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(bridge::serve(listener, bridge::router(state)));
     url
+}
+
+/// An HTTP client whose connections come from `local`: a workspace's VM as a sim bridge sees
+/// it (see [`Client::running_workspace`]).
+pub fn vm_client(local: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(local))
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A client of `app`'s `/rig/v1` as workspace `ws`'s VM reaches it, through a
+/// [`loopback_bridge`].
+pub async fn rig_v1_client(app: std::sync::Arc<rigbox_control::App>, ws: &str) -> Client {
+    let ws = rigbox_types::WorkspaceId::parse(ws).expect("a workspace ID");
+    let url = loopback_bridge(app, &ws, std::sync::Arc::default()).await;
+    Client::with_base(&format!("{url}/rig/v1"), None)
 }
 
 impl TestPlatform {

@@ -11,9 +11,9 @@ use rigbox_ai::pricing::usd_to_micro;
 use rigbox_ai::AiConfig;
 use rigbox_testkit::fake_ai::{Endpoint, FakeAi, FakeConfig};
 use rigbox_testkit::python::run_sdk_script;
-use rigbox_testkit::{Client, Daemon, TestPlatform};
+use rigbox_testkit::{vm_client, Client, Daemon, TestPlatform};
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// Operator prices equal to the fake's (so costs computed by the proxy match).
@@ -64,38 +64,6 @@ struct Env {
     vm: reqwest::Client,
 }
 
-async fn running_workspace(user: &Client, name: &str) -> (String, Ipv4Addr) {
-    let (code, ws) = user.post("/workspaces", json!({"name": name})).await;
-    assert_eq!(code, 201, "{ws}");
-    let id = ws["id"].as_str().expect("id").to_owned();
-    user.wait_status(&id, "provisioned", Duration::from_secs(20))
-        .await;
-    let (code, _) = user
-        .post(&format!("/workspaces/{id}/start"), json!({}))
-        .await;
-    assert_eq!(code, 202);
-    let ws = user
-        .wait_status(&id, "running", Duration::from_secs(20))
-        .await;
-    let ip: Ipv4Addr = ws["ip_address"]
-        .as_str()
-        .expect("a running workspace has an address")
-        .parse()
-        .expect("IPv4");
-    let [172, 16, 0, n] = ip.octets() else {
-        panic!("unexpected lease {ip}")
-    };
-    (id, Ipv4Addr::new(127, 16, 0, n))
-}
-
-fn client_from(local: Ipv4Addr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(IpAddr::V4(local))
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
 async fn start_with(tweak: impl FnOnce(&mut AiConfig)) -> Env {
     let fake = FakeAi::start().await;
     let mut ai = ai_config(&fake);
@@ -112,14 +80,14 @@ async fn start_with(tweak: impl FnOnce(&mut AiConfig)) -> Env {
         tp.platform().bridge_addr.expect("the sim bridge listens")
     );
     let user = tp.user("dev@example.com").await;
-    let (_, local) = running_workspace(&user, "box").await;
+    let (_, local) = user.running_workspace("box").await;
     Env {
         tp,
         fake,
         user,
         bridge,
         local,
-        vm: client_from(local),
+        vm: vm_client(local),
     }
 }
 
@@ -746,7 +714,7 @@ async fn a_proxy_killed_mid_stream_settles_the_hold_once_after_restart() {
         .await
         .expect("user");
     let user = Client::new(&d.api_url(), Some(key.clone()));
-    let (_, local) = running_workspace(&user, "crashy").await;
+    let (_, local) = user.running_workspace("crashy").await;
     let ready: Value = serde_json::from_str(
         &std::fs::read_to_string(d.data_dir().join("ready.json")).expect("ready.json"),
     )
@@ -756,7 +724,7 @@ async fn a_proxy_killed_mid_stream_settles_the_hold_once_after_restart() {
     // A stream the upstream stalls after two events: its hold stays open.
     let mut body = chat("openai/gpt-4o");
     body["stream"] = json!(true);
-    let vm = client_from(local);
+    let vm = vm_client(local);
     let mut r = vm
         .post(format!("{bridge}/v1/chat/completions"))
         .header("x-fake-scenario", "stall_after=2")

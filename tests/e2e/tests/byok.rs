@@ -8,9 +8,8 @@
 use rigbox_ai::config::{BraveConfig, PriceEntry, UpstreamConfig};
 use rigbox_ai::AiConfig;
 use rigbox_testkit::fake_ai::FakeAi;
-use rigbox_testkit::{Client, TestPlatform};
+use rigbox_testkit::{vm_client, Client, TestPlatform};
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 fn ai_config(fake: &FakeAi) -> AiConfig {
@@ -67,31 +66,8 @@ async fn start() -> Env {
         tp.platform().bridge_addr.expect("the sim bridge listens")
     );
     let user = tp.user("byok@example.com").await;
-    let (code, w) = user.post("/workspaces", json!({"name": "box"})).await;
-    assert_eq!(code, 201, "{w}");
-    let ws = w["id"].as_str().expect("id").to_owned();
-    user.wait_status(&ws, "provisioned", Duration::from_secs(20))
-        .await;
-    let (code, _) = user
-        .post(&format!("/workspaces/{ws}/start"), json!({}))
-        .await;
-    assert_eq!(code, 202);
-    let w = user
-        .wait_status(&ws, "running", Duration::from_secs(20))
-        .await;
-    let ip: Ipv4Addr = w["ip_address"]
-        .as_str()
-        .expect("a running workspace has an address")
-        .parse()
-        .expect("IPv4");
-    let [172, 16, 0, n] = ip.octets() else {
-        panic!("unexpected lease {ip}")
-    };
-    let vm = reqwest::Client::builder()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 16, 0, n)))
-        .no_proxy()
-        .build()
-        .expect("client");
+    let (ws, local) = user.running_workspace("box").await;
+    let vm = vm_client(local);
     Env {
         _tp: tp,
         fake,
