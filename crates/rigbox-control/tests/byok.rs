@@ -521,3 +521,35 @@ async fn a_stored_key_still_opens_after_a_restart() {
     );
     assert_eq!(summary(&config(&me, &ws).await).3, json!("byok_active"));
 }
+
+#[tokio::test]
+async fn a_key_the_master_key_no_longer_opens_is_missing_until_stored_again() {
+    let mut tp = TestPlatform::start().await;
+    let me = tp.user("me@example.com").await;
+    let ws = workspace(&me, "alpha", json!({})).await;
+    let (s, _) = put_config(
+        &me,
+        &ws,
+        json!({"mode": "byok", "provider": "openai", "api_key": SECRET}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // The operator replaces the master key: what was sealed with the old one no longer opens.
+    tp.config.master_key = Some(rigbox_control::sealing::MasterKey::generate());
+    tp.restart().await;
+    let me = Client::new(&tp.url(), me.token.clone());
+    let app = tp.platform().app.clone();
+    assert_eq!(guest_env(&app, &ws).await, (pairs(&[]), 0));
+    assert_eq!(
+        summary(&config(&me, &ws).await).3,
+        json!("invalid_missing_key")
+    );
+    // Stored again, under the new master key.
+    let (s, c) = put_config(&me, &ws, json!({"api_key": SECRET})).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["status"], "byok_active", "{c}");
+    assert_eq!(
+        guest_env(&app, &ws).await,
+        (pairs(&[("OPENAI_API_KEY", SECRET)]), 0)
+    );
+}

@@ -70,10 +70,16 @@ fn check_update(u: &WorkspaceAiConfigUpdate) -> ApiResult<()> {
     Ok(())
 }
 
-/// `GET /workspaces/{ws}/ai-config` of a workspace.
-fn view(row: &WorkspaceRow, account_mode: &str, ai: Option<&WorkspaceAiRow>) -> WorkspaceAiConfig {
+/// `GET /workspaces/{ws}/ai-config` of a workspace; `has_key`: a key is stored and opens with
+/// the master key (one that no longer does, the master key lost or replaced, is missing: the
+/// guest does not get it and the user stores it again).
+fn view(
+    row: &WorkspaceRow,
+    account_mode: &str,
+    ai: Option<&WorkspaceAiRow>,
+    has_key: bool,
+) -> WorkspaceAiConfig {
     let mode = effective_mode(row.ai_mode.as_deref(), account_mode);
-    let has_key = ai.is_some_and(|a| a.api_key_sealed.is_some());
     WorkspaceAiConfig {
         mode,
         provider: ai
@@ -130,7 +136,8 @@ impl App {
     pub async fn ai_config(&self, p: &Principal, ws: &str) -> ApiResult<WorkspaceAiConfig> {
         let row = self.find_workspace(p, ws).await?;
         let ai = self.store.workspace_ai(self.store.pool(), &row.id).await?;
-        Ok(view(&row, &p.user.ai_mode, ai.as_ref()))
+        let has_key = self.open_key(&row.id, ai.as_ref()).is_ok();
+        Ok(view(&row, &p.user.ai_mode, ai.as_ref(), has_key))
     }
 
     /// `PUT /workspaces/{ws}/ai-config`: omitted keeps, null clears. A key needs `byok` and a
@@ -219,7 +226,8 @@ impl App {
         if let Err(e) = self.push_config(&row, Duration::ZERO).await {
             tracing::warn!(workspace = %row.id, error = ?e, "could not push the new AI configuration");
         }
-        Ok(view(&row, &p.user.ai_mode, Some(&ai)))
+        let has_key = self.open_key(&row.id, Some(&ai)).is_ok();
+        Ok(view(&row, &p.user.ai_mode, Some(&ai), has_key))
     }
 
     /// The effective AI mode of a workspace owned by an account in `account_mode`.
@@ -243,17 +251,10 @@ impl App {
         let Some(ai) = self.store.workspace_ai(self.store.pool(), &row.id).await? else {
             return Ok(GuestAi::default());
         };
-        let (Some(sealed), Some(provider)) = (
-            ai.api_key_sealed.as_deref(),
-            ai.provider.as_deref().and_then(AiProvider::parse),
-        ) else {
+        let Some(provider) = ai.provider.as_deref().and_then(AiProvider::parse) else {
             return Ok(GuestAi::default());
         };
-        let opened = match self.config.master_key.as_ref() {
-            Some(master) => master.open(sealed, &row.id).map_err(|e| e.to_string()),
-            None => Err("no master key is configured".to_owned()),
-        };
-        match opened {
+        match self.open_key(&row.id, Some(&ai)) {
             Ok(key) => Ok(GuestAi {
                 env: vec![EnvVar {
                     key: provider.env_var().to_owned(),
@@ -261,11 +262,22 @@ impl App {
                 }],
                 proxy_env: Vec::new(),
             }),
-            Err(e) => {
+            Err(None) => Ok(GuestAi::default()),
+            Err(Some(e)) => {
                 // The guest gets no key rather than a wrong one; the user can store it again.
                 tracing::error!(workspace = %row.id, error = %e, "cannot open the workspace's BYOK key");
                 Ok(GuestAi::default())
             }
+        }
+    }
+
+    /// The workspace's stored provider key, opened: `Err(None)` when none is stored,
+    /// `Err(Some(why))` when it does not open (no master key, or not the one it was sealed with).
+    fn open_key(&self, ws_id: &str, ai: Option<&WorkspaceAiRow>) -> Result<String, Option<String>> {
+        let sealed = ai.and_then(|a| a.api_key_sealed.as_deref()).ok_or(None)?;
+        match self.config.master_key.as_ref() {
+            Some(master) => master.open(sealed, ws_id).map_err(|e| Some(e.to_string())),
+            None => Err(Some("no master key is configured".to_owned())),
         }
     }
 }
