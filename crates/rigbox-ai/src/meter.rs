@@ -159,54 +159,56 @@ pub fn meter_body(
     body: Bytes,
     price: Pricer<'_>,
 ) -> (Bytes, Option<Usage>, u64, Option<i64>) {
-    let Ok(top) = serde_json::from_slice::<UsageOnly<'_>>(&body) else {
-        return meter_value(flavor, body, price);
-    };
-    let Some(raw) = top.usage else {
-        return meter_value(flavor, body, price);
-    };
-    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(raw.get()) else {
-        return meter_value(flavor, body, price);
-    };
-    let usage_value = Value::Object(fields);
-    let usage = match flavor {
-        Flavor::Messages => {
-            let mut u = Usage::default();
-            anthropic_usage(&usage_value, &mut u);
-            u
-        }
-        _ => match openai_usage(&usage_value) {
-            Some(u) => u,
-            None => return meter_value(flavor, body, price),
-        },
-    };
+    match splice_cost(flavor, &body, price) {
+        Some((out, usage, micro)) => (out, Some(usage), 0, Some(micro)),
+        None => meter_value(flavor, body, price),
+    }
+}
+
+/// The fast path of [`meter_body`]: the body with the cost spliced into its `usage` (as it is
+/// when the flavor reports no cost in bodies), the usage and its cost; `None` for an answer
+/// without a usage object, or whose usage has cost fields already.
+fn splice_cost(flavor: Flavor, body: &Bytes, price: Pricer<'_>) -> Option<(Bytes, Usage, i64)> {
+    let raw = serde_json::from_slice::<UsageOnly<'_>>(body).ok()?.usage?;
+    let value: Value = serde_json::from_str(raw.get()).ok()?;
+    let fields = value.as_object()?;
+    let usage = usage_of(flavor, &value)?;
     let (micro, _) = price(&usage);
     if !flavor.reports_cost_in_body() {
-        return (body, Some(usage), 0, Some(micro));
+        return Some((body.clone(), usage, micro));
     }
-    let fields = usage_value.as_object().map_or(0, serde_json::Map::len);
-    if usage_value.get("cost_micro").is_some() || usage_value.get("cost_credits").is_some() {
-        // Replaced, not repeated: the slow way.
-        return meter_value(flavor, body, price);
+    // Replaced, not repeated: the whole-value path does that.
+    if fields.contains_key("cost_micro") || fields.contains_key("cost_credits") {
+        return None;
     }
-    if !raw.get().ends_with('}') {
-        return meter_value(flavor, body, price);
-    }
-    // `raw` borrows from `body`: where it starts is its distance from the body's start.
+    // `raw` borrows from `body`: where it starts is its distance from the body's start; it
+    // is an object, so it ends with its closing brace.
     let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
     let close = start + raw.get().len() - 1;
     let mut out = Vec::with_capacity(body.len() + 64);
     out.extend_from_slice(&body[..close]);
-    if fields > 0 {
+    if !fields.is_empty() {
         out.push(b',');
     }
     out.extend_from_slice(b"\"cost_micro\":");
     out.extend_from_slice(micro.to_string().as_bytes());
     out.extend_from_slice(b",\"cost_credits\":");
-    let credits = serde_json::to_string(&(micro as f64 / 1_000_000.0)).unwrap_or_default();
+    let credits = serde_json::to_string(&(micro as f64 / 1_000_000.0)).ok()?;
     out.extend_from_slice(credits.as_bytes());
     out.extend_from_slice(&body[close..]);
-    (Bytes::from(out), Some(usage), 0, Some(micro))
+    Some((Bytes::from(out), usage, micro))
+}
+
+/// The usage an answer's `usage` object reports, read as the flavor writes it.
+fn usage_of(flavor: Flavor, usage: &Value) -> Option<Usage> {
+    match flavor {
+        Flavor::Messages => usage.is_object().then(|| {
+            let mut u = Usage::default();
+            anthropic_usage(usage, &mut u);
+            u
+        }),
+        _ => openai_usage(usage),
+    }
 }
 
 /// [`meter_body`] over the whole answer parsed into a value: for answers without usage (their
@@ -219,15 +221,7 @@ fn meter_value(
     let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
         return (body, None, 0, None);
     };
-    let usage = match flavor {
-        Flavor::Messages => v.get("usage").filter(|u| u.is_object()).map(|x| {
-            let mut u = Usage::default();
-            anthropic_usage(x, &mut u);
-            u
-        }),
-        _ => v.get("usage").and_then(openai_usage),
-    };
-    let Some(usage) = usage else {
+    let Some(usage) = v.get("usage").and_then(|u| usage_of(flavor, u)) else {
         let out = output_chars(flavor, &v);
         return (body, None, out, None);
     };

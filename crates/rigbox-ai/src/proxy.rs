@@ -167,19 +167,14 @@ fn cost_headers(b: http::response::Builder, micro: i64) -> http::response::Build
     )
 }
 
-/// `u64` of a JSON field, if it is a non-negative integer.
-fn limit_of(body: &Fields, field: &str) -> Option<u64> {
-    body.get(field)
-}
-
-/// The request's own output bound, if any (§7).
+/// The request's own output bound, if any (§7): a non-negative integer; another value is none.
 fn own_output_bound(flavor: Flavor, body: &Fields) -> Option<u64> {
     match flavor {
-        Flavor::Chat => {
-            limit_of(body, "max_completion_tokens").or_else(|| limit_of(body, "max_tokens"))
-        }
-        Flavor::Completions | Flavor::Messages => limit_of(body, "max_tokens"),
-        Flavor::Responses => limit_of(body, "max_output_tokens"),
+        Flavor::Chat => body
+            .get("max_completion_tokens")
+            .or_else(|| body.get("max_tokens")),
+        Flavor::Completions | Flavor::Messages => body.get("max_tokens"),
+        Flavor::Responses => body.get("max_output_tokens"),
         Flavor::Embeddings => Some(0),
     }
 }

@@ -5,6 +5,7 @@
 //! modes, and the proxy's account lookup seeing a switch at the very next call.
 
 use rigbox_control::config::ManagedAi;
+use rigbox_control::sealing::MasterKey;
 use rigbox_control::App;
 use rigbox_testkit::{rig_v1_client, Client, TestPlatform};
 use rigbox_types::wallet::Wallet;
@@ -498,8 +499,12 @@ async fn the_proxys_account_lookup_sees_a_switch_at_the_very_next_call() {
     assert_eq!(a.workspace_name, "alpha");
 }
 
-#[tokio::test]
-async fn a_stored_key_still_opens_after_a_restart() {
+/// A platform with one workspace in BYOK with [`SECRET`] stored, restarted with `master_key`
+/// (`None`: the one generated into the data dir at the first start); its user is connected
+/// anew (the old connection may still reach the stopped server).
+async fn stored_then_restarted(
+    master_key: Option<MasterKey>,
+) -> (TestPlatform, Client, String, Arc<App>) {
     let mut tp = TestPlatform::start().await;
     let me = tp.user("me@example.com").await;
     let ws = workspace(&me, "alpha", json!({})).await;
@@ -510,11 +515,19 @@ async fn a_stored_key_still_opens_after_a_restart() {
     )
     .await;
     assert_eq!(s, 200);
-    // The master key was generated into the data dir and is read back at the next start.
+    if master_key.is_some() {
+        tp.config.master_key = master_key;
+    }
     tp.restart().await;
-    // A new connection: the old one may still reach the stopped server.
     let me = Client::new(&tp.url(), me.token.clone());
     let app = tp.platform().app.clone();
+    (tp, me, ws, app)
+}
+
+#[tokio::test]
+async fn a_stored_key_still_opens_after_a_restart() {
+    // The master key was generated into the data dir and is read back at the next start.
+    let (_tp, me, ws, app) = stored_then_restarted(None).await;
     assert_eq!(
         guest_env(&app, &ws).await,
         (pairs(&[("OPENAI_API_KEY", SECRET)]), 0)
@@ -524,21 +537,8 @@ async fn a_stored_key_still_opens_after_a_restart() {
 
 #[tokio::test]
 async fn a_key_the_master_key_no_longer_opens_is_missing_until_stored_again() {
-    let mut tp = TestPlatform::start().await;
-    let me = tp.user("me@example.com").await;
-    let ws = workspace(&me, "alpha", json!({})).await;
-    let (s, _) = put_config(
-        &me,
-        &ws,
-        json!({"mode": "byok", "provider": "openai", "api_key": SECRET}),
-    )
-    .await;
-    assert_eq!(s, 200);
     // The operator replaces the master key: what was sealed with the old one no longer opens.
-    tp.config.master_key = Some(rigbox_control::sealing::MasterKey::generate());
-    tp.restart().await;
-    let me = Client::new(&tp.url(), me.token.clone());
-    let app = tp.platform().app.clone();
+    let (_tp, me, ws, app) = stored_then_restarted(Some(MasterKey::generate())).await;
     assert_eq!(guest_env(&app, &ws).await, (pairs(&[]), 0));
     assert_eq!(
         summary(&config(&me, &ws).await).3,

@@ -210,6 +210,22 @@ impl FakeConfig {
             .find(|p| p.model == model)
             .unwrap_or(&self.default_price)
     }
+
+    /// The fake's prices as operator price entries.
+    pub fn price_entries(&self) -> Vec<rigbox_ai::config::PriceEntry> {
+        self.prices
+            .iter()
+            .map(|p| rigbox_ai::config::PriceEntry {
+                model: p.model.clone(),
+                input_usd_per_mtok: p.prompt_usd_per_mtok,
+                output_usd_per_mtok: p.completion_usd_per_mtok,
+                cache_read_usd_per_mtok: None,
+                cache_write_usd_per_mtok: None,
+                max_output_tokens: (p.max_completion_tokens > 0).then_some(p.max_completion_tokens),
+                context_tokens: Some(p.context_length),
+            })
+            .collect()
+    }
 }
 
 /// One request as the fake received it.
@@ -345,6 +361,30 @@ impl FakeAi {
 
     pub fn config(&self) -> &FakeConfig {
         &self.shared.config
+    }
+
+    /// The proxy's `[ai]` configured against this fake: its three upstreams with its keys
+    /// (Brave at 0.005 USD a request), its price list as the operator's table (so the proxy's
+    /// costs match the fake's), no price refresh.
+    pub fn ai_config(&self) -> rigbox_ai::AiConfig {
+        use rigbox_ai::config::{BraveConfig, UpstreamConfig};
+        let cfg = self.config();
+        rigbox_ai::AiConfig {
+            base_url: Some(self.openrouter_url()),
+            api_key: Some(cfg.openrouter_key.clone()),
+            anthropic: Some(UpstreamConfig {
+                base_url: self.anthropic_url(),
+                api_key: cfg.anthropic_key.clone(),
+            }),
+            brave: Some(BraveConfig {
+                base_url: self.brave_url(),
+                api_key: cfg.brave_key.clone(),
+                usd_per_request: 0.005,
+            }),
+            prices: cfg.price_entries(),
+            price_refresh: false,
+            ..rigbox_ai::AiConfig::default()
+        }
     }
 
     /// Every request received so far, in arrival order (empty when recording is off).

@@ -6,50 +6,14 @@
 //!
 //! A simulated VM holding `172.16.0.N` is reached from `127.16.0.N` (`[sim] bridge_port`).
 
-use rigbox_ai::config::{BraveConfig, PriceEntry, UpstreamConfig};
 use rigbox_ai::pricing::usd_to_micro;
 use rigbox_ai::AiConfig;
-use rigbox_testkit::fake_ai::{Endpoint, FakeAi, FakeConfig};
+use rigbox_testkit::fake_ai::{Endpoint, FakeAi};
 use rigbox_testkit::python::run_sdk_script;
 use rigbox_testkit::{vm_client, Client, Daemon, TestPlatform};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::time::Duration;
-
-/// Operator prices equal to the fake's (so costs computed by the proxy match).
-fn prices_of(fake: &FakeConfig) -> Vec<PriceEntry> {
-    fake.prices
-        .iter()
-        .map(|p| PriceEntry {
-            model: p.model.clone(),
-            input_usd_per_mtok: p.prompt_usd_per_mtok,
-            output_usd_per_mtok: p.completion_usd_per_mtok,
-            cache_read_usd_per_mtok: None,
-            cache_write_usd_per_mtok: None,
-            max_output_tokens: (p.max_completion_tokens > 0).then_some(p.max_completion_tokens),
-            context_tokens: Some(p.context_length),
-        })
-        .collect()
-}
-
-fn ai_config(fake: &FakeAi) -> AiConfig {
-    AiConfig {
-        base_url: Some(fake.openrouter_url()),
-        api_key: Some(fake.config().openrouter_key.clone()),
-        anthropic: Some(UpstreamConfig {
-            base_url: fake.anthropic_url(),
-            api_key: fake.config().anthropic_key.clone(),
-        }),
-        brave: Some(BraveConfig {
-            base_url: fake.brave_url(),
-            api_key: fake.config().brave_key.clone(),
-            usd_per_request: 0.005,
-        }),
-        prices: prices_of(fake.config()),
-        price_refresh: false,
-        ..AiConfig::default()
-    }
-}
 
 /// A platform with one running workspace whose VM address is `local`.
 struct Env {
@@ -66,7 +30,7 @@ struct Env {
 
 async fn start_with(tweak: impl FnOnce(&mut AiConfig)) -> Env {
     let fake = FakeAi::start().await;
-    let mut ai = ai_config(&fake);
+    let mut ai = fake.ai_config();
     tweak(&mut ai);
     let tp = TestPlatform::start_with(|c| {
         c.sim.bridge_port = Some(0);
@@ -694,7 +658,7 @@ async fn a_hundred_streams_dropped_at_random_points_are_each_settled_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_killed_mid_stream_settles_the_hold_once_after_restart() {
     let fake = FakeAi::start().await;
-    let prices: String = prices_of(fake.config())
+    let prices: String = fake.config().price_entries()
         .iter()
         .map(|p| {
             format!(

@@ -5,44 +5,10 @@
 //!
 //! A simulated VM holding `172.16.0.N` is reached from `127.16.0.N` (`[sim] bridge_port`).
 
-use rigbox_ai::config::{BraveConfig, PriceEntry, UpstreamConfig};
-use rigbox_ai::AiConfig;
 use rigbox_testkit::fake_ai::FakeAi;
 use rigbox_testkit::{vm_client, Client, TestPlatform};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-fn ai_config(fake: &FakeAi) -> AiConfig {
-    AiConfig {
-        base_url: Some(fake.openrouter_url()),
-        api_key: Some(fake.config().openrouter_key.clone()),
-        anthropic: Some(UpstreamConfig {
-            base_url: fake.anthropic_url(),
-            api_key: fake.config().anthropic_key.clone(),
-        }),
-        brave: Some(BraveConfig {
-            base_url: fake.brave_url(),
-            api_key: fake.config().brave_key.clone(),
-            usd_per_request: 0.005,
-        }),
-        prices: fake
-            .config()
-            .prices
-            .iter()
-            .map(|p| PriceEntry {
-                model: p.model.clone(),
-                input_usd_per_mtok: p.prompt_usd_per_mtok,
-                output_usd_per_mtok: p.completion_usd_per_mtok,
-                cache_read_usd_per_mtok: None,
-                cache_write_usd_per_mtok: None,
-                max_output_tokens: (p.max_completion_tokens > 0).then_some(p.max_completion_tokens),
-                context_tokens: Some(p.context_length),
-            })
-            .collect(),
-        price_refresh: false,
-        ..AiConfig::default()
-    }
-}
 
 struct Env {
     _tp: TestPlatform,
@@ -55,7 +21,7 @@ struct Env {
 
 async fn start() -> Env {
     let fake = FakeAi::start().await;
-    let ai = ai_config(&fake);
+    let ai = fake.ai_config();
     let tp = TestPlatform::start_with(|c| {
         c.sim.bridge_port = Some(0);
         c.ai = ai;
