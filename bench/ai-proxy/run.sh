@@ -96,7 +96,8 @@ echo "load before: $(uptime)"
 # (Background processes start with `ip netns exec` itself, not a shell function, so that $! is
 # their PID.)
 ip netns exec "$ns" "$bin/rigbox-fake-ai" --listen 127.0.0.1:0 > "$work/fake.env" 2> "$work/fake.log" &
-pids+=($!)
+fake_pid=$!
+pids+=("$fake_pid")
 for _ in $(seq 1 100); do grep -q FAKE_AI_OPENROUTER_URL "$work/fake.env" && break; sleep 0.1; done
 fake_url="$(sed -n 's/^FAKE_AI_OPENROUTER_URL=//p' "$work/fake.env")"
 [ -n "$fake_url" ] || { cat "$work/fake.log" >&2; exit 1; }
@@ -178,19 +179,23 @@ loadgen() {
         ours_passthrough) t=(--url "$bridge/v1/messages/count_tokens" --local "$local_ip" --header "anthropic-version: 2023-06-01") ;;
     esac
     local before after
-    before="$(rigboxd_cpu)"
+    before="$(cpu_of "$rigboxd_pid"), $(cpu_of "$fake_pid")"
     out="$(nsx "$bin/rigbox-ai-loadgen" "$@" "${t[@]}" 2>>"$work/loadgen.err")"
-    after="$(rigboxd_cpu)"
-    # rigboxd's CPU time and runs on a CPU per request, for the sides it serves (warm-ups
-    # included: they are requests it served).
-    case "$side" in ours*) out="$(echo "$out" | jq -c --argjson b "[$before]" --argjson a "[$after]" '
-        (.sent // 0) as $n | if $n > 0 then . + {cpu_us_per_req: (($a[0] - $b[0]) / 1000 / $n), runs_per_req: (($a[1] - $b[1]) / $n)} else . end')" ;; esac
+    after="$(cpu_of "$rigboxd_pid"), $(cpu_of "$fake_pid")"
+    # CPU time per request of the fake upstream (every side), of rigboxd and its times scheduled
+    # onto a CPU (the sides it serves), and of the load generator (it measures its own): the
+    # three share the machine's cores (warm-ups included: they are requests served).
+    out="$(echo "$out" | jq -c --argjson b "[$before]" --argjson a "[$after]" --arg side "$side" '
+        (.sent // 0) as $n | if $n > 0 then
+            . + {fake_cpu_us_per_req: (($a[2] - $b[2]) / 1000 / $n), loadgen_cpu_us_per_req: (.cpu_ns / 1000 / $n)}
+            + if ($side | startswith("ours")) then {cpu_us_per_req: (($a[0] - $b[0]) / 1000 / $n), runs_per_req: (($a[1] - $b[1]) / $n)} else {} end
+        else . end')"
     echo "$out" | jq -c --arg side "$side" --arg kind "$kind" --argjson round "$round" '. + {side: $side, kind: $kind, round: $round}' >> "$work/results.jsonl"
-    echo "$out" | jq -r --arg side "$side" --arg kind "$kind" '"  \($kind) \($side): ok \(.ok) errors \(.errors) p50 \(.p50_us) us p99 \(.p99_us) us\(if .end_p50_us then " (stream end p50 \(.end_p50_us) us)" else "" end) req/s \(.rps | floor)\(if .cpu_us_per_req then "; rigboxd CPU \(.cpu_us_per_req | round) us, \(.runs_per_req * 10 | round / 10) runs per request" else "" end)"'
+    echo "$out" | jq -r --arg side "$side" --arg kind "$kind" '"  \($kind) \($side): ok \(.ok) errors \(.errors) p50 \(.p50_us) us p99 \(.p99_us) us\(if .end_p50_us then " (stream end p50 \(.end_p50_us) us)" else "" end) req/s \(.rps | floor)\(if .cpu_us_per_req then "; rigboxd CPU \(.cpu_us_per_req | round) us, \(.runs_per_req * 10 | round / 10) runs per request" else "" end)\(if .fake_cpu_us_per_req then "; fake \(.fake_cpu_us_per_req | round) us, loadgen \(.loadgen_cpu_us_per_req | round) us" else "" end)"'
 }
-# rigboxd_cpu: "NS, RUNS": CPU time (ns) and times scheduled onto a CPU, summed over its threads
+# cpu_of PID: "NS, RUNS": CPU time (ns) and times scheduled onto a CPU, summed over its threads
 # (/proc/PID/task/*/schedstat).
-rigboxd_cpu() { cat /proc/"$rigboxd_pid"/task/*/schedstat 2>/dev/null | awk '{ns += $1; runs += $3} END {printf "%.0f, %.0f", ns, runs}'; }
+cpu_of() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1; runs += $3} END {printf "%.0f, %.0f", ns, runs}'; }
 # n_of SIDE [N]: requests of a sequential run (LiteLLM is two orders of magnitude slower).
 n_of() { if [ "$1" = litellm ]; then echo "$n_litellm"; else echo "${2:-$n}"; fi; }
 
@@ -285,6 +290,7 @@ jq -rs --arg rounds "$rounds" --arg conns "$conns" "$summary"'
   "  target: ours adds < 200 µs at p50 and < 1000 µs at p99",
   "  ours relaying unmetered (count_tokens: no rewrite, no metering, no wallet) adds: latency p50 \(m("ours_passthrough"; "latency"; "p50_us") - m("direct_passthrough"; "latency"; "p50_us") | f0), p99 \(m("ours_passthrough"; "latency"; "p99_us") - m("direct_passthrough"; "latency"; "p99_us") | f0)",
   "  rigboxd CPU per request: metered \(m("ours"; "latency"; "cpu_us_per_req") | f0) µs one at a time, \(m("ours"; "throughput"; "cpu_us_per_req") | f0) µs under load; unmetered \(m("ours_passthrough"; "latency"; "cpu_us_per_req") | f0) µs",
+  "  under load, on the same cores, per request: fake upstream \(m("ours"; "throughput"; "fake_cpu_us_per_req") | f0) µs, load generator \(m("ours"; "throughput"; "loadgen_cpu_us_per_req") | f0) µs (direct: \(m("direct"; "throughput"; "fake_cpu_us_per_req") | f0) and \(m("direct"; "throughput"; "loadgen_cpu_us_per_req") | f0) µs)",
   "  added latency litellm/ours: p50 \(div(added("litellm"; "latency"; "p50_us"); added("ours"; "latency"; "p50_us")) | r1)x, ttfb p50 \(div(added("litellm"; "ttfb"; "p50_us"); added("ours"; "ttfb"; "p50_us")) | r1)x",
   "  throughput ours/litellm: \(div(m("ours"; "throughput"; "rps"); m("litellm"; "throughput"; "rps")) | r1)x (target >= 100x); ours/direct: \(div(m("ours"; "throughput"; "rps"); m("direct"; "throughput"; "rps")) | r2)x"
 ' "$work/results.jsonl"

@@ -435,20 +435,12 @@ impl AiProxy {
         }
     }
 
-    /// Queues the settlement of a hold (a read of the wallet that follows sees it, see
-    /// [`rigbox_types::wallet::Wallet::settle`]); the returned future waits for the commit and
-    /// logs a failure (the hold then stays open for the reconciler). Callers answer their
-    /// client before awaiting it: the commit is off the response's path.
-    pub(crate) fn settle(&self, charge: Charge) -> impl std::future::Future<Output = ()> + Send {
-        let id = charge.request_id.clone();
-        let pending = self.wallet.settle(charge);
-        async move {
-            match pending.await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(request_id = %id, "hold was already closed"),
-                Err(e) => tracing::error!(request_id = %id, error = %e, "cannot settle a hold"),
-            }
-        }
+    /// Queues the settlement of a hold: a read of the wallet that follows sees it (see
+    /// [`rigbox_types::wallet::Wallet::settle`]). Nobody waits for its commit: the request's
+    /// task ends with its answer, and the wallet logs a settlement that fails (the hold then
+    /// stays open for the reconciler) or finds its hold closed already.
+    pub(crate) fn settle(&self, charge: Charge) {
+        drop(self.wallet.settle(charge));
     }
 
     /// Sends an unmetered request upstream and relays the answer (`count_tokens` as is,
@@ -569,8 +561,7 @@ impl AiProxy {
                         input_tokens: None,
                         output_tokens: None,
                         estimated: false,
-                    })
-                    .await;
+                    });
                     cost_headers(relay_head(&head, &request_id), micro)
                         .body(Body::from(bytes))
                         .map_err(|_| GatewayError::internal())
@@ -785,7 +776,7 @@ impl Job {
             Err(e) => {
                 // The head arrived, the body broke: the upstream may have done the work.
                 tracing::warn!(request_id = %self.request_id, error = %e, "upstream body broke");
-                p.settle(self.charge(None, false, 0)).await;
+                p.settle(self.charge(None, false, 0));
                 let _ = head.send(Err(upstream_unreachable()));
                 return;
             }
@@ -794,12 +785,11 @@ impl Job {
         let (body, usage, chars, _) = meter_body(self.flavor, bytes, &pricer);
         let charge = self.charge(usage, true, chars);
         let micro = charge.cost_micro;
-        let settled = p.settle(charge);
+        p.settle(charge);
         let r = cost_headers(relay_head(&upstream_head, &self.request_id), micro)
             .body(Body::from(body))
             .map_err(|_| GatewayError::internal());
         let _ = head.send(r);
-        settled.await;
     }
 
     async fn relay_stream(self, resp: upstream::Response, head: oneshot::Sender<Head>) {
@@ -820,9 +810,9 @@ impl Job {
         let idle = Duration::from_secs(p.cfg.upstream_timeout_seconds);
         let drain = Duration::from_secs(p.cfg.drain_timeout_seconds);
         let mut drain_until: Option<Instant> = (!client).then(|| Instant::now() + drain);
-        // The settlement, queued as soon as the stream's usage is final (before the end
-        // marker goes out: a client that saw the end sees its charge), awaited at the end.
-        let mut settled = None;
+        // The settlement is queued as soon as the stream's usage is final (before the end
+        // marker goes out: a client that saw the end sees its charge).
+        let mut settled = false;
         loop {
             let wait = match drain_until {
                 Some(t) => t.saturating_duration_since(Instant::now()),
@@ -841,8 +831,9 @@ impl Job {
                 }
             };
             let out = meter.push(chunk, &pricer);
-            if meter.finished && settled.is_none() {
-                settled = Some(p.settle(self.charge(meter.usage, true, meter.output_chars)));
+            if meter.finished && !settled {
+                p.settle(self.charge(meter.usage, true, meter.output_chars));
+                settled = true;
             }
             if client {
                 for b in out {
@@ -859,18 +850,13 @@ impl Job {
                 let _ = tx.send(rest).await;
             }
         }
-        // The client's stream ends here, not after the commit.
         drop(tx);
-        match settled {
-            Some(settled) => settled.await,
-            None => {
-                // Ended without its end marker: broken, stalled, or the client left and the
-                // drain ran out. OpenAI-style usage is final once seen; Anthropic's is not.
-                let complete =
-                    meter.usage.is_some() && (meter.finished || self.flavor != Flavor::Messages);
-                p.settle(self.charge(meter.usage, complete, meter.output_chars))
-                    .await;
-            }
+        if !settled {
+            // Ended without its end marker: broken, stalled, or the client left and the drain
+            // ran out. OpenAI-style usage is final once seen; Anthropic's is not.
+            let complete =
+                meter.usage.is_some() && (meter.finished || self.flavor != Flavor::Messages);
+            p.settle(self.charge(meter.usage, complete, meter.output_chars));
         }
     }
 }

@@ -121,7 +121,8 @@ pub trait Wallet: Send + Sync + 'static {
     /// is queued before this returns, so the caller can answer its client without waiting for
     /// the commit while every wallet read ordered after the call still sees the charge; the
     /// returned future gives the outcome: `false` when the hold was already settled or
-    /// released.
+    /// released. Dropping the future does not cancel the settlement; the wallet then logs its
+    /// failure or a hold found closed itself.
     fn settle(&self, charge: Charge) -> Settlement;
     /// Releases an open hold without a charge; `false` when it was not open.
     async fn release(&self, request_id: &str) -> Result<bool, WalletError>;

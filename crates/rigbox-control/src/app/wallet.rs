@@ -273,6 +273,18 @@ enum Job {
     Sync,
 }
 
+impl Job {
+    /// The request the job is about (`None` for a sync).
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            Job::Reserve { hold, .. } | Job::Journaled { hold, .. } => Some(&hold.request_id),
+            Job::Settle(c) => Some(&c.request_id),
+            Job::Release(id) => Some(id),
+            Job::Sync => None,
+        }
+    }
+}
+
 enum Answer {
     /// The decision, sent before the commit, and the commit.
     Admission {
@@ -551,7 +563,12 @@ impl Writer {
                     .for_each(|(op, o)| op.answer.send(o))
             }
             Err(e) => {
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops = batch.len(), "wallet transaction failed");
+                // One operation alone: its request is named (its caller may not be waiting).
+                let request_id = match &batch[..] {
+                    [op] => op.job.request_id(),
+                    _ => None,
+                };
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops = batch.len(), request_id, "wallet transaction failed");
                 if batch.len() > 1 {
                     for op in batch {
                         let mut one = [op];
@@ -562,7 +579,8 @@ impl Writer {
                                 op.answer.send(o.remove(0))
                             }
                             Err(e) => {
-                                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "wallet operation failed")
+                                let [op] = one;
+                                tracing::error!(error = %e, source = ?std::error::Error::source(&e), request_id = op.job.request_id(), "wallet operation failed")
                             }
                         }
                     }
@@ -667,7 +685,14 @@ impl Writer {
                     *counted = true;
                     Outcome::Committed
                 }
-                Job::Settle(c) => Outcome::Closed(self.settle(c, now)?),
+                Job::Settle(c) => {
+                    let settled = self.settle(c, now)?;
+                    if !settled {
+                        // Its caller may not wait for the answer (the proxy does not).
+                        tracing::warn!(request_id = %c.request_id, "settlement of a hold already closed");
+                    }
+                    Outcome::Closed(settled)
+                }
                 Job::Release(id) => Outcome::Closed(self.release(id, now)?),
                 Job::Sync => Outcome::Synced,
             });

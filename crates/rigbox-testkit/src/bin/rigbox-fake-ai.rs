@@ -14,7 +14,9 @@ use std::io::Write;
 
 const USAGE: &str = "usage: rigbox-fake-ai [--listen ADDR] [--scenario SPEC] [--record]";
 
-#[tokio::main]
+// One thread: the fake shares the benchmark's cores with the proxy it serves, and a second
+// worker only adds cross-thread wake-ups and work stealing to its cost per request.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut config = FakeConfig {
