@@ -17,7 +17,9 @@
 //!   SSE event); the rest of the body is read before the next request, and the time to its end
 //!   is reported as `end_p50_us` / `end_p99_us`.
 //! - `throughput`: `conns` connections in a closed loop for `warmup_secs` (not counted) then
-//!   `secs`; completed requests per second, and their latency.
+//!   `secs`; completed requests per second, and their latency. Its connections are a minimal
+//!   HTTP/1.1 client of its own ([`RawConn`], like wrk's: the load generator shares the cores
+//!   with what it measures), the sequential modes' hyper's.
 //!
 //! A request counts as an error when its status is not 2xx, its connection fails, or its body
 //! lacks `--expect`. A broken connection is replaced. Prints one JSON object on stdout, times
@@ -159,7 +161,36 @@ impl Plan {
         Ok(b.body(Full::new(self.body.clone()))?)
     }
 
+    /// The request as bytes on the wire (HTTP/1.1, keep-alive), for [`RawConn`].
+    fn wire(&self) -> Arc<[u8]> {
+        let mut w = format!(
+            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            self.path,
+            self.host.to_str().unwrap_or(""),
+            self.body.len()
+        )
+        .into_bytes();
+        for (n, v) in &self.headers {
+            w.extend_from_slice(n.as_str().as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(v.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        w.extend_from_slice(b"\r\n");
+        w.extend_from_slice(&self.body);
+        w.into()
+    }
+
     async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = self.connect_tcp().await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    async fn connect_tcp(&self) -> anyhow::Result<tokio::net::TcpStream> {
         let socket = match self.addr {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -174,11 +205,147 @@ impl Plan {
             .await
             .with_context(|| format!("connect {}", self.addr))?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(stream)
+    }
+}
+
+/// One connection of the throughput mode: a plain HTTP/1.1 keep-alive client over a socket, as
+/// lean as `wrk`'s (the request's bytes built once, the response read by its length), so that
+/// the generator takes as little as it can of the cores it shares with what it measures.
+/// Replaced when it breaks.
+struct RawConn {
+    plan: Arc<Plan>,
+    request: Arc<[u8]>,
+    stream: Option<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+    reconnects: u64,
+}
+
+impl RawConn {
+    fn new(plan: Arc<Plan>, request: Arc<[u8]>) -> Self {
+        RawConn {
+            plan,
+            request,
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+            reconnects: 0,
+        }
+    }
+
+    /// Sends the request and reads its whole response; the time to its end.
+    async fn request(&mut self) -> anyhow::Result<Duration> {
+        if self.stream.is_none() {
+            self.stream = Some(self.plan.connect_tcp().await?);
+        }
+        let start = Instant::now();
+        let r = self.exchange().await;
+        if r.is_err() {
+            self.stream = None;
+            self.reconnects += 1;
+        }
+        r.map(|()| start.elapsed())
+    }
+
+    async fn exchange(&mut self) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let stream = self.stream.as_mut().context("no connection")?;
+        stream.write_all(&self.request).await?;
+        self.buf.clear();
+        // The head.
+        let (status, head_len, length, close) = loop {
+            read_more(stream, &mut self.buf).await?;
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(n) = resp.parse(&self.buf)? {
+                let header = |name: &str| {
+                    resp.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value)
+                };
+                let length = match header("content-length") {
+                    Some(v) => Some(std::str::from_utf8(v)?.trim().parse::<usize>()?),
+                    None if header("transfer-encoding")
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked")) =>
+                    {
+                        None
+                    }
+                    None => bail!("a response with neither Content-Length nor chunked encoding"),
+                };
+                let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+                break (resp.code.unwrap_or(0), n, length, close);
+            }
+        };
+        // The body.
+        let body = match length {
+            Some(len) => {
+                while self.buf.len() < head_len + len {
+                    read_more(stream, &mut self.buf).await?;
+                }
+                self.buf[head_len..head_len + len].to_vec()
+            }
+            None => read_chunked(stream, &mut self.buf, head_len).await?,
+        };
+        if close {
+            self.stream = None;
+        }
+        if !(200..300).contains(&status) {
+            bail!(
+                "status {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
+        }
+        if let Some(e) = &self.plan.expect {
+            if !body.windows(e.len()).any(|w| w == e.as_slice()) {
+                bail!(
+                    "the body lacks the expected text: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads what the socket has into `buf`; an error at the end of the stream.
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    if stream.read_buf(buf).await? == 0 {
+        bail!("the connection closed mid-response");
+    }
+    Ok(())
+}
+
+/// A chunked body starting at `at` in `buf`, read to its last chunk; returns it decoded.
+async fn read_chunked(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    mut at: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                break at + i;
+            }
+            read_more(stream, buf).await?;
+        };
+        let size_text = std::str::from_utf8(&buf[at..line_end])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("a bad chunk size {size_text:?}"))?;
+        let data = line_end + 2;
+        // The chunk and its CRLF (the last chunk: an empty trailer's CRLF).
+        while buf.len() < data + size + 2 {
+            read_more(stream, buf).await?;
+        }
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&buf[data..data + size]);
+        at = data + size + 2;
     }
 }
 
@@ -367,14 +534,15 @@ async fn throughput(
         bail!("need --conns > 0, --secs > 0 and --warmup-secs >= 0");
     }
     let plan = Arc::new(Plan::new(target).await?);
+    let wire = plan.wire();
     let begin = Instant::now() + Duration::from_millis(50);
     let measure_from = begin + Duration::from_secs_f64(warmup_secs);
     let end = measure_from + Duration::from_secs_f64(secs);
     let mut tasks = Vec::with_capacity(conns);
     for _ in 0..conns {
-        let plan = plan.clone();
+        let (plan, wire) = (plan.clone(), wire.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::new(plan);
+            let mut conn = RawConn::new(plan, wire);
             let mut times = Vec::new();
             let mut errors = 0u64;
             let mut first_error = None;
@@ -391,7 +559,7 @@ async fn throughput(
                     continue;
                 }
                 match r {
-                    Ok(t) => times.push(micros(t.total)),
+                    Ok(t) => times.push(micros(t)),
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert(e);
