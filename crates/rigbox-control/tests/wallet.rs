@@ -296,3 +296,130 @@ async fn the_journal_a_crashed_run_left_is_replayed_once() {
         );
     }
 }
+
+/// How many of `ids` have an `ai_holds` row, read from the database file.
+fn hold_rows(tp: &TestPlatform, ids: &[&str]) -> usize {
+    let db = rusqlite::Connection::open(tp.data_dir().join("rigbox.db")).expect("open");
+    ids.iter()
+        .filter(|id| {
+            db.query_row("SELECT 1 FROM ai_holds WHERE id = ?1", [id], |_| Ok(()))
+                .is_ok()
+        })
+        .count()
+}
+
+/// The ledger's charges, by request ID.
+async fn charges(me: &Client) -> Vec<(String, i64)> {
+    let (s, l) = me.get("/users/me/credits/ledger?limit=200").await;
+    assert_eq!(s, 200, "{l}");
+    l["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["kind"] == "charge")
+        .map(|e| {
+            (
+                e["request_id"].as_str().expect("request_id").to_owned(),
+                e["amount_micro"].as_i64().expect("amount"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hold_settled_in_the_batch_that_applies_it_is_recorded_by_its_charge_alone() {
+    // As the proxy does: admitted in the caller's task (journaled), settled at once without
+    // waiting. The writer applies a hold and its settlement together, and the charge is then
+    // the hold's only record: every request is charged once, nothing stays reserved, and the
+    // holds table gains no row for (at least some of) them.
+    let (tp, app, me, uid, ws, wallet) = setup().await;
+    // Nothing else commits meanwhile (a commit by another connection leaves decisions to the
+    // writer, whose holds commit before their callers go on).
+    me.wait_status(&ws, "provisioned", std::time::Duration::from_secs(10))
+        .await;
+    let start = credits(&me).await["balance_micro"]
+        .as_i64()
+        .expect("balance");
+    // The first one the writer decides: it does not know the books yet.
+    assert_eq!(
+        reserve(&wallet, hold(&uid, &ws, "first", 10)).await,
+        Ok(Admission::Admitted)
+    );
+    assert_eq!(wallet.settle(charge("first", 10)).await, Ok(true));
+    let ids: Vec<String> = (0..20).map(|i| format!("batch-{i}")).collect();
+    for id in &ids {
+        let r = wallet
+            .reserve(hold(&uid, &ws, id, 100))
+            .await
+            .expect("reserve");
+        assert_eq!(r.admission, Admission::Admitted);
+        drop(wallet.settle(charge(id, 40)));
+    }
+    app.wallet_synced().await.expect("synced");
+    let c = credits(&me).await;
+    assert_eq!(c["balance_micro"], start - 10 - 20 * 40, "{c}");
+    assert_eq!(c["reserved_micro"], 0, "{c}");
+    let mut charged = charges(&me).await;
+    charged.sort();
+    let mut want: Vec<(String, i64)> = ids.iter().map(|id| (id.clone(), -40)).collect();
+    want.push(("first".into(), -10));
+    want.sort();
+    assert_eq!(charged, want);
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let rows = hold_rows(&tp, &ids);
+    assert!(rows < ids.len(), "every hold was written ({rows})");
+    // A second settlement of one of them finds it closed.
+    assert_eq!(wallet.settle(charge("batch-0", 40)).await, Ok(false));
+}
+
+#[tokio::test]
+async fn a_replayed_journal_does_not_reopen_a_hold_its_charge_recorded_alone() {
+    // A run that committed a batch (a hold and its settlement, no hold row) and was killed
+    // before emptying the journal leaves both records behind: the replay must see the charge
+    // and neither reopen the hold nor charge it again, and still apply what else it holds.
+    let (tp, app, me, uid, ws, wallet) = setup().await;
+    assert_eq!(
+        reserve(&wallet, hold(&uid, &ws, "alone", 100)).await,
+        Ok(Admission::Admitted)
+    );
+    assert_eq!(wallet.settle(charge("alone", 40)).await, Ok(true));
+    // Its charge alone records it, as when the writer applied both in one batch.
+    rusqlite::Connection::open(tp.data_dir().join("rigbox.db"))
+        .expect("open")
+        .execute("DELETE FROM ai_holds WHERE id = 'alone'", [])
+        .expect("delete");
+    let start = credits(&me).await;
+    let db = tp.data_dir().join("rigbox.db");
+    let journal = |i: usize| {
+        let mut p = db.clone().into_os_string();
+        p.push(format!("-wallet-journal-{i}"));
+        std::path::PathBuf::from(p)
+    };
+    let at = app.now();
+    let line = |n: u64, record: Value| format!("{}\n", json!([n, record]));
+    let again = line(
+        0,
+        json!({"Hold": {"hold": hold(&uid, &ws, "alone", 100), "at": at}}),
+    ) + &line(1, json!({"Settle": charge("alone", 40)}))
+        + &line(
+            2,
+            json!({"Hold": {"hold": hold(&uid, &ws, "open", 200), "at": at}}),
+        );
+    std::fs::write(journal(0), again).expect("journal 0");
+
+    let other = second_control_plane(&tp, &app).await;
+    let _wallet = other.wallet();
+    other.wallet_synced().await.expect("replayed");
+    let c = credits(&me).await;
+    assert_eq!(c["balance_micro"], start["balance_micro"], "{c}");
+    assert_eq!(c["reserved_micro"], 200, "the open hold is applied: {c}");
+    let alone: Vec<_> = charges(&me)
+        .await
+        .into_iter()
+        .filter(|(id, _)| id == "alone")
+        .collect();
+    assert_eq!(alone, [("alone".to_owned(), -40)]);
+    assert_eq!(hold_rows(&tp, &["alone"]), 0, "reopened");
+    let left = std::fs::read_to_string(journal(0)).expect("journal");
+    assert!(left.is_empty(), "the journal was not replayed: {left}");
+}

@@ -17,8 +17,12 @@
 //! the callers to the other file, under the same lock under which callers append and queue, so
 //! the file it leaves holds exactly the batch's records and is emptied once the batch is
 //! committed. At start-up, before the journal is used, the writer replays both files in their
-//! order: a hold is inserted unless it exists, a settlement or release applies only to an open
-//! hold, so a record already applied changes nothing.
+//! order: a hold is inserted unless it exists or its request is charged already, a settlement or
+//! release applies only to an open hold, so a record already applied changes nothing.
+//!
+//! **A hold settled in the batch that applies it is not written**: its charge, in the same
+//! transaction, records it (the ledger's `request_id` is unique), which saves an `INSERT` and
+//! the `UPDATE` that would close it (`Writer::write`).
 //!
 //! **The writer decides everything else.** A caller only admits on its own while the books are
 //! fresh: nothing but the writer has committed since the writer's last commit (a connection of
@@ -327,6 +331,9 @@ struct Writer {
     books_version: i64,
     /// Open holds by request ID, as written at reserve.
     known: HashMap<String, HoldRow>,
+    /// Holds of the transaction under way that are not written: their settlement follows in
+    /// the same batch (see [`Writer::write`]). Empty between transactions.
+    unwritten: HashMap<String, HoldRow>,
 }
 
 /// The wallet as the AI proxy sees it (implements [`Wallet`]).
@@ -440,6 +447,7 @@ impl Writer {
             shared,
             books_version: i64::MIN,
             known: HashMap::new(),
+            unwritten: HashMap::new(),
         };
         if let Some(file) = store.file() {
             match w.replay(file).and_then(|j| Ok((j, store.wallet_db()?))) {
@@ -528,6 +536,8 @@ impl Writer {
             self.begin()?;
             let now = self.clock.now_micros();
             let result = records.iter().try_for_each(|r| match r {
+                // Charged already: settled in the batch that applied it, with no row of its own.
+                Record::Hold { hold, .. } if self.db.charged(&hold.request_id)? => Ok(()),
                 Record::Hold { hold, at } => match self.db.insert_hold(&HoldRow::open(hold, *at)) {
                     Ok(()) | Err(StoreError::Conflict) => Ok(()),
                     Err(e) => Err(e),
@@ -620,6 +630,7 @@ impl Writer {
             }
             drop(shared);
             self.known.clear();
+            self.unwritten.clear();
         }
         result
     }
@@ -652,10 +663,16 @@ impl Writer {
     }
 
     /// Every write of the batch, in queue order, and the commit.
+    ///
+    /// A journaled hold whose settlement comes later in the same batch is not written: its
+    /// charge, in the same transaction, is its record (the ledger's `request_id` is unique),
+    /// which saves the hold's insert and the update that would close it. Holds with a subject
+    /// are written all the same: a subject's request rate counts them.
     fn write(&mut self, ops: &mut [Op]) -> Result<Vec<Outcome>, StoreError> {
         let now = self.clock.now_micros();
+        let settled_later = settled_later(ops);
         let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops.iter_mut() {
+        for (op, settled_later) in ops.iter_mut().zip(settled_later) {
             outcomes.push(match &mut op.job {
                 Job::Reserve { hold, admitted } => {
                     if *admitted == Some(true) {
@@ -664,10 +681,18 @@ impl Writer {
                     Outcome::Committed
                 }
                 Job::Journaled { hold, at, counted } => {
-                    match self.write_hold(hold, *at) {
-                        // Already there: written before a failed batch's retry.
-                        Ok(()) | Err(StoreError::Conflict) => {}
-                        Err(e) => return Err(e),
+                    if settled_later {
+                        // Its books are counted here, where a written hold's would be read
+                        // from the store, which will not have it.
+                        self.load_books(&hold.user_id)?;
+                        self.unwritten
+                            .insert(hold.request_id.clone(), HoldRow::open(hold, *at));
+                    } else {
+                        match self.write_hold(hold, *at) {
+                            // Already there: written before a failed batch's retry.
+                            Ok(()) | Err(StoreError::Conflict) => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                     // The amount moves from the callers' pending sum into the books (books
                     // read later read it from the store).
@@ -696,6 +721,11 @@ impl Writer {
                 Job::Release(id) => Outcome::Closed(self.release(id, now)?),
                 Job::Sync => Outcome::Synced,
             });
+        }
+        // Every unwritten hold met its settlement above; should one not have, it is written
+        // open rather than lost.
+        for (_, row) in self.unwritten.drain() {
+            self.db.insert_hold(&row)?;
         }
         self.db.commit()?;
         Ok(outcomes)
@@ -762,14 +792,22 @@ impl Writer {
 
     /// Settles an open hold and writes its charge; false when it was not open.
     fn settle(&mut self, c: &Charge, now: i64) -> Result<bool, StoreError> {
-        let Some(hold) = self.open_hold(&c.request_id)? else {
-            return Ok(false);
+        let hold = match self.unwritten.remove(&c.request_id) {
+            // Admitted in this transaction and not written: nothing to close; its books were
+            // loaded when it was counted.
+            Some(hold) => hold,
+            None => {
+                let Some(hold) = self.open_hold(&c.request_id)? else {
+                    return Ok(false);
+                };
+                // Read before the hold closes: the books then count it as reserved.
+                self.load_books(&hold.user_id)?;
+                if !self.db.close_hold(&hold.id, "settled", now)? {
+                    return Ok(false);
+                }
+                hold
+            }
         };
-        // Read before the hold closes: the books then count it as reserved.
-        self.load_books(&hold.user_id)?;
-        if !self.db.close_hold(&hold.id, "settled", now)? {
-            return Ok(false);
-        }
         let cost = c.cost_micro.max(0);
         let (seq, balance) = {
             let mut shared = self.lock();
@@ -808,6 +846,25 @@ impl Writer {
         }
         Ok(true)
     }
+}
+
+/// For each operation of a batch, whether it is a journaled hold without a subject whose
+/// settlement comes later in the batch.
+fn settled_later(ops: &[Op]) -> Vec<bool> {
+    let mut settles = std::collections::HashSet::new();
+    let mut later = vec![false; ops.len()];
+    for (i, op) in ops.iter().enumerate().rev() {
+        match &op.job {
+            Job::Settle(c) => {
+                settles.insert(c.request_id.as_str());
+            }
+            Job::Journaled { hold, .. } => {
+                later[i] = hold.subject.is_none() && settles.contains(hold.request_id.as_str());
+            }
+            _ => {}
+        }
+    }
+    later
 }
 
 impl LedgerRow {

@@ -268,6 +268,16 @@ impl WalletDb {
             .optional()?)
     }
 
+    /// Whether the request `id` has its charge in the ledger.
+    pub fn charged(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM ledger WHERE request_id = ?1")?
+            .query_row(params![id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// Moves an open hold to `state` (`settled` or `released`); false when it is not open.
     pub fn close_hold(&self, id: &str, state: &str, now: i64) -> Result<bool, StoreError> {
         let n = self
