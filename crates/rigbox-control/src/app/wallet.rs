@@ -60,7 +60,8 @@ use tokio::sync::oneshot;
 
 /// How long a batch of operations nobody waits for (journaled holds, settlements) waits for
 /// company before the writer applies it: their callers have answered, or are answering, their
-/// clients, and the journal has them.
+/// clients, and the journal has them. An operation somebody waits for (a hold the writer
+/// decides, a release, a sync) ends the wait when it is queued.
 const BATCH_WAIT: Duration = Duration::from_millis(2);
 /// How long the writer waits before trying again for the write lock another connection holds.
 const BUSY_RETRY: Duration = Duration::from_micros(500);
@@ -87,6 +88,22 @@ const ACCOUNT_TTL: Duration = Duration::from_secs(2);
 pub(crate) struct Queue {
     ops: mpsc::Sender<Op>,
     shared: Arc<Mutex<Shared>>,
+    /// The writer thread, to wake from a batch's wait (`None`: it did not start).
+    writer: Option<std::thread::Thread>,
+}
+
+impl Queue {
+    /// Queues `op`; when its caller waits for the answer, wakes the writer should it be
+    /// waiting for company. (A wake-up per operation nobody waits for would cost a system call
+    /// each: those wait.) False when the writer has stopped (the op's answer is dropped).
+    fn send(&self, op: Op) -> bool {
+        let awaited = !matches!(op.job, Job::Journaled { .. } | Job::Settle(_));
+        let sent = self.ops.send(op).is_ok();
+        if let (true, Some(w)) = (awaited, &self.writer) {
+            w.unpark();
+        }
+        sent
+    }
 }
 
 /// What the handles share with the writer. Only the writer changes `books`; callers add what
@@ -381,11 +398,19 @@ impl App {
                 let spawned = std::thread::Builder::new()
                     .name("rigbox-wallet".into())
                     .spawn(move || Writer::run(store, clock, for_writer, rt, rx));
-                if let Err(e) = spawned {
-                    // Every operation then fails (its answer is dropped with the queue).
-                    tracing::error!(error = %e, "wallet: cannot start its writer thread");
+                let writer = match spawned {
+                    Ok(handle) => Some(handle.thread().clone()),
+                    Err(e) => {
+                        // Every operation then fails (its answer is dropped with the queue).
+                        tracing::error!(error = %e, "wallet: cannot start its writer thread");
+                        None
+                    }
+                };
+                Queue {
+                    ops: tx,
+                    shared,
+                    writer,
                 }
-                Queue { ops: tx, shared }
             })
             .clone();
         WalletHandle {
@@ -403,13 +428,13 @@ impl App {
             return Ok(());
         };
         let (tx, rx) = oneshot::channel();
-        queue
-            .ops
-            .send(Op {
-                job: Job::Sync,
-                answer: Answer::Synced(tx),
-            })
-            .map_err(|_| stopped())?;
+        let sent = queue.send(Op {
+            job: Job::Sync,
+            answer: Answer::Synced(tx),
+        });
+        if !sent {
+            return Err(stopped());
+        }
         rx.await.map_err(|_| failed())?
     }
 }
@@ -498,7 +523,9 @@ impl Writer {
                 }
             };
             if matches!(op.job, Job::Journaled { .. } | Job::Settle(_)) {
-                std::thread::sleep(BATCH_WAIT);
+                // Company, until an operation somebody waits for is queued (`Queue::send`). A
+                // wake-up left over from one already taken only ends a wait early.
+                std::thread::park_timeout(BATCH_WAIT);
             }
             batch.push(op);
             // Everything queued, and with it the journal file holding exactly its records
@@ -915,7 +942,7 @@ impl WalletHandle {
             }
         }
         // When the writer has stopped, `rx` reports it (its sender is dropped with the op).
-        let _ = self.queue.ops.send(Op {
+        let _ = self.queue.send(Op {
             job,
             answer: answer(tx),
         });
@@ -953,7 +980,7 @@ impl WalletHandle {
             return Err(Box::new(hold));
         }
         *pending.entry(hold.user_id.clone()).or_default() += amount;
-        let _ = self.queue.ops.send(Op {
+        let _ = self.queue.send(Op {
             job: Job::Journaled {
                 hold,
                 at,
@@ -1023,7 +1050,7 @@ impl Wallet for WalletHandle {
         let (decided, decision) = oneshot::channel();
         let (committed, commit) = oneshot::channel();
         // When the writer has stopped, `decision` reports it (its sender is dropped with the op).
-        let _ = self.queue.ops.send(Op {
+        let _ = self.queue.send(Op {
             job: Job::Reserve {
                 hold,
                 admitted: None,
