@@ -8,8 +8,10 @@
 
 use crate::pricing::{usd_to_micro, Tokens};
 use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// The wire format of a metered route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +334,12 @@ impl StreamMeter {
             self.finished = true;
             return ev;
         }
+        if matches!(self.flavor, Flavor::Chat | Flavor::Completions) {
+            if let Some(n) = chunk_output_chars(&data) {
+                self.output_chars += n;
+                return ev;
+            }
+        }
         let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
             return ev;
         };
@@ -400,6 +408,74 @@ impl StreamMeter {
     }
 }
 
+/// The fields of a Chat/Completions stream chunk the meter reads, borrowed from its text (most
+/// chunks carry a few words of output; building a `Value` of each cost more than relaying it).
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChunkChoice<'a>>>,
+    #[serde(default, borrow)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<ChunkDelta<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ChunkDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta<'a> {
+    #[serde(default, borrow)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta<'a> {
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// The output characters of a Chat/Completions stream chunk that carries no usage, as the value
+/// path counts them (`delta.content`, `text`, tool call arguments); `None` for a chunk with a
+/// usage, or of a shape the typed read does not take, which the value path meters.
+fn chunk_output_chars(data: &str) -> Option<u64> {
+    let chunk: Chunk<'_> = serde_json::from_str(data).ok()?;
+    if chunk.usage.is_some_and(|u| u.get() != "null") {
+        return None;
+    }
+    let len = |s: &Option<Cow<'_, str>>| s.as_deref().map_or(0, |s| s.chars().count() as u64);
+    Some(
+        chunk
+            .choices
+            .iter()
+            .flatten()
+            .map(|c| {
+                len(&c.text)
+                    + c.delta.as_ref().map_or(0, |d| {
+                        len(&d.content)
+                            + d.tool_calls
+                                .iter()
+                                .flatten()
+                                .filter_map(|t| t.function.as_ref())
+                                .map(|f| len(&f.arguments))
+                                .sum::<u64>()
+                    })
+            })
+            .sum(),
+    )
+}
+
 fn reencode(name: Option<&str>, v: &Value) -> Option<Bytes> {
     let json = serde_json::to_string(v).ok()?;
     Some(Bytes::from(match name {
@@ -419,6 +495,40 @@ pub fn cost_of(usage: &Usage, price: &crate::pricing::Price) -> (i64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_read_typed_counts_what_the_value_path_counts() {
+        let value_path = |data: &str| {
+            let v: Value = serde_json::from_str(data).expect("json");
+            let mut n = 0;
+            for c in v["choices"].as_array().into_iter().flatten() {
+                n += chars(&c["delta"]["content"]) + chars(&c["text"]);
+                for t in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                    n += chars(&t["function"]["arguments"]);
+                }
+            }
+            n
+        };
+        for data in [
+            r#"{"choices":[{"index":0,"delta":{"content":"h\u00e9llo \"q\"\n"}}],"usage":null}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{"content":null,"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"a\":1}"}},{"index":1}]}}]}"#,
+            r#"{"choices":[{"text":"two ","index":0},{"text":"choices","index":1}]}"#,
+            r#"{"choices":[],"id":"x"}"#,
+            r#"{"id":"no choices"}"#,
+        ] {
+            assert_eq!(chunk_output_chars(data), Some(value_path(data)), "{data}");
+        }
+        // Left to the value path: a usage to meter, shapes the typed read does not take.
+        for data in [
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+            r#"{"choices":[{"delta":{"content":[{"type":"text","text":"parts"}]}}]}"#,
+            r#"{"choices":{"not":"an array"}}"#,
+            "not json",
+        ] {
+            assert_eq!(chunk_output_chars(data), None, "{data}");
+        }
+    }
 
     fn flat(_: &Usage) -> (i64, f64) {
         (360, 0.0000036)
