@@ -66,6 +66,18 @@ async fn setup() -> (TestPlatform, Arc<App>, Client, String, String, impl Wallet
     (tp, app, me, uid, ws, wallet)
 }
 
+/// The wallet journal's file `i` beside the platform's database.
+fn journal_file(tp: &TestPlatform, i: usize) -> std::path::PathBuf {
+    let mut p = tp.data_dir().join("rigbox.db").into_os_string();
+    p.push(format!("-wallet-journal-{i}"));
+    std::path::PathBuf::from(p)
+}
+
+/// A journal record as the wallet writes it: one JSON line `[n, record]`.
+fn journal_line(n: u64, record: Value) -> String {
+    format!("{}\n", json!([n, record]))
+}
+
 /// Another control plane over the platform's database file (as `rigboxd admin`, or a
 /// restarted rigboxd, opens it).
 async fn second_control_plane(tp: &TestPlatform, app: &Arc<App>) -> Arc<App> {
@@ -248,20 +260,22 @@ async fn the_journal_a_crashed_run_left_is_replayed_once() {
     let start = credits(&me).await["balance_micro"]
         .as_i64()
         .expect("balance");
-    let db = tp.data_dir().join("rigbox.db");
-    let journal = |i: usize| {
-        let mut p = db.clone().into_os_string();
-        p.push(format!("-wallet-journal-{i}"));
-        std::path::PathBuf::from(p)
-    };
+    let journal = |i: usize| journal_file(&tp, i);
     let at = app.now();
-    let line = |n: u64, record: Value| format!("{}\n", json!([n, record]));
     let h1 = json!({"Hold": {"hold": hold(&uid, &ws, "j1", 500), "at": at}});
     let h2 = json!({"Hold": {"hold": hold(&uid, &ws, "j2", 200), "at": at}});
     let s1 = json!({"Settle": charge("j1", 300)});
     // The files' order is the records' numbers, not the file names.
-    std::fs::write(journal(0), line(2, s1) + &line(3, h2) + "[4, {\"Sett").expect("journal 0");
-    std::fs::write(journal(1), line(0, h1.clone()) + &line(1, h1)).expect("journal 1");
+    std::fs::write(
+        journal(0),
+        journal_line(2, s1) + &journal_line(3, h2) + "[4, {\"Sett",
+    )
+    .expect("journal 0");
+    std::fs::write(
+        journal(1),
+        journal_line(0, h1.clone()) + &journal_line(1, h1),
+    )
+    .expect("journal 1");
 
     let other = second_control_plane(&tp, &app).await;
     let wallet = other.wallet();
@@ -389,19 +403,13 @@ async fn a_replayed_journal_does_not_reopen_a_hold_its_charge_recorded_alone() {
         .execute("DELETE FROM ai_holds WHERE id = 'alone'", [])
         .expect("delete");
     let start = credits(&me).await;
-    let db = tp.data_dir().join("rigbox.db");
-    let journal = |i: usize| {
-        let mut p = db.clone().into_os_string();
-        p.push(format!("-wallet-journal-{i}"));
-        std::path::PathBuf::from(p)
-    };
+    let journal = |i: usize| journal_file(&tp, i);
     let at = app.now();
-    let line = |n: u64, record: Value| format!("{}\n", json!([n, record]));
-    let again = line(
+    let again = journal_line(
         0,
         json!({"Hold": {"hold": hold(&uid, &ws, "alone", 100), "at": at}}),
-    ) + &line(1, json!({"Settle": charge("alone", 40)}))
-        + &line(
+    ) + &journal_line(1, json!({"Settle": charge("alone", 40)}))
+        + &journal_line(
             2,
             json!({"Hold": {"hold": hold(&uid, &ws, "open", 200), "at": at}}),
         );
