@@ -334,11 +334,22 @@ impl StreamMeter {
             self.finished = true;
             return ev;
         }
-        if matches!(self.flavor, Flavor::Chat | Flavor::Completions) {
-            if let Some(n) = chunk_output_chars(&data) {
-                self.output_chars += n;
-                return ev;
+        // Most events carry a few words of output: read typed, no `Value` built.
+        match self.flavor {
+            Flavor::Chat | Flavor::Completions => {
+                if let Some(n) = chunk_output_chars(&data) {
+                    self.output_chars += n;
+                    return ev;
+                }
             }
+            Flavor::Messages => {
+                if let Some((n, stop)) = messages_event(&data) {
+                    self.output_chars += n;
+                    self.finished |= stop;
+                    return ev;
+                }
+            }
+            Flavor::Responses | Flavor::Embeddings => {}
         }
         let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
             return ev;
@@ -476,6 +487,42 @@ fn chunk_output_chars(data: &str) -> Option<u64> {
     )
 }
 
+/// The fields of an Anthropic Messages stream event the meter reads without its usage.
+#[derive(Deserialize)]
+struct MessagesEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    delta: Option<MessagesDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MessagesDelta<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
+/// A Messages stream event that carries no usage, as the value path meters it: its output
+/// characters and whether it ends the message; `None` for `message_start` and `message_delta`
+/// (their usage) and for shapes the typed read does not take, which the value path meters.
+fn messages_event(data: &str) -> Option<(u64, bool)> {
+    let ev: MessagesEvent<'_> = serde_json::from_str(data).ok()?;
+    let len = |s: &Option<Cow<'_, str>>| s.as_deref().map_or(0, |s| s.chars().count() as u64);
+    match &*ev.kind {
+        "message_start" | "message_delta" => None,
+        "content_block_delta" => Some((
+            ev.delta
+                .as_ref()
+                .map_or(0, |d| len(&d.text) + len(&d.partial_json)),
+            false,
+        )),
+        "message_stop" => Some((0, true)),
+        _ => Some((0, false)),
+    }
+}
+
 fn reencode(name: Option<&str>, v: &Value) -> Option<Bytes> {
     let json = serde_json::to_string(v).ok()?;
     Some(Bytes::from(match name {
@@ -495,6 +542,40 @@ pub fn cost_of(usage: &Usage, price: &crate::pricing::Price) -> (i64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_messages_event_read_typed_meters_as_the_value_path_does() {
+        // What the value path counts, and whether it ends the message.
+        let value_path = |data: &str| {
+            let v: Value = serde_json::from_str(data).expect("json");
+            let chars = match v["type"].as_str() {
+                Some("content_block_delta") => {
+                    chars(&v["delta"]["text"]) + chars(&v["delta"]["partial_json"])
+                }
+                _ => 0,
+            };
+            (chars, v["type"] == "message_stop")
+        };
+        for data in [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"h\u00e9llo \"q\""}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\": 1"}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"message_stop"}"#,
+        ] {
+            assert_eq!(messages_event(data), Some(value_path(data)), "{data}");
+        }
+        // Left to the value path: the usage events, shapes the typed read does not take.
+        for data in [
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#,
+            r#"{"type":"content_block_delta","delta":{"text":["not","a string"]}}"#,
+            r#"{"no":"type"}"#,
+        ] {
+            assert_eq!(messages_event(data), None, "{data}");
+        }
+    }
 
     #[test]
     fn a_chunk_read_typed_counts_what_the_value_path_counts() {
