@@ -457,6 +457,11 @@ struct FunctionDelta<'a> {
     arguments: Option<Cow<'a, str>>,
 }
 
+/// The characters of an optional text field read typed (as [`chars`] counts a `Value`'s).
+fn text_len(s: &Option<Cow<'_, str>>) -> u64 {
+    s.as_deref().map_or(0, |s| s.chars().count() as u64)
+}
+
 /// The output characters of a Chat/Completions stream chunk that carries no usage, as the value
 /// path counts them (`delta.content`, `text`, tool call arguments); `None` for a chunk with a
 /// usage, or of a shape the typed read does not take, which the value path meters.
@@ -465,21 +470,20 @@ fn chunk_output_chars(data: &str) -> Option<u64> {
     if chunk.usage.is_some_and(|u| u.get() != "null") {
         return None;
     }
-    let len = |s: &Option<Cow<'_, str>>| s.as_deref().map_or(0, |s| s.chars().count() as u64);
     Some(
         chunk
             .choices
             .iter()
             .flatten()
             .map(|c| {
-                len(&c.text)
+                text_len(&c.text)
                     + c.delta.as_ref().map_or(0, |d| {
-                        len(&d.content)
+                        text_len(&d.content)
                             + d.tool_calls
                                 .iter()
                                 .flatten()
                                 .filter_map(|t| t.function.as_ref())
-                                .map(|f| len(&f.arguments))
+                                .map(|f| text_len(&f.arguments))
                                 .sum::<u64>()
                     })
             })
@@ -509,13 +513,12 @@ struct MessagesDelta<'a> {
 /// (their usage) and for shapes the typed read does not take, which the value path meters.
 fn messages_event(data: &str) -> Option<(u64, bool)> {
     let ev: MessagesEvent<'_> = serde_json::from_str(data).ok()?;
-    let len = |s: &Option<Cow<'_, str>>| s.as_deref().map_or(0, |s| s.chars().count() as u64);
     match &*ev.kind {
         "message_start" | "message_delta" => None,
         "content_block_delta" => Some((
             ev.delta
                 .as_ref()
-                .map_or(0, |d| len(&d.text) + len(&d.partial_json)),
+                .map_or(0, |d| text_len(&d.text) + text_len(&d.partial_json)),
             false,
         )),
         "message_stop" => Some((0, true)),

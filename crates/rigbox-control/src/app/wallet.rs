@@ -97,7 +97,7 @@ impl Queue {
     /// waiting for company. (A wake-up per operation nobody waits for would cost a system call
     /// each: those wait.) False when the writer has stopped (the op's answer is dropped).
     fn send(&self, op: Op) -> bool {
-        let awaited = !matches!(op.job, Job::Journaled { .. } | Job::Settle(_));
+        let awaited = op.job.awaited();
         let sent = self.ops.send(op).is_ok();
         if let (true, Some(w)) = (awaited, &self.writer) {
             w.unpark();
@@ -295,6 +295,12 @@ enum Job {
 }
 
 impl Job {
+    /// Whether its caller waits for the answer: all but journaled holds and settlements, which
+    /// wait for company in a batch (`BATCH_WAIT`).
+    fn awaited(&self) -> bool {
+        !matches!(self, Job::Journaled { .. } | Job::Settle(_))
+    }
+
     /// The request the job is about (`None` for a sync).
     fn request_id(&self) -> Option<&str> {
         match self {
@@ -522,7 +528,7 @@ impl Writer {
                     Err(_) => break,
                 }
             };
-            if matches!(op.job, Job::Journaled { .. } | Job::Settle(_)) {
+            if !op.job.awaited() {
                 // Company, until an operation somebody waits for is queued (`Queue::send`). A
                 // wake-up left over from one already taken only ends a wait early.
                 std::thread::park_timeout(BATCH_WAIT);
