@@ -384,6 +384,17 @@ async fn a_hold_settled_in_the_batch_that_applies_it_is_recorded_by_its_charge_a
     assert!(rows < ids.len(), "every hold was written ({rows})");
     // A second settlement of one of them finds it closed.
     assert_eq!(wallet.settle(charge("batch-0", 40)).await, Ok(false));
+    // Applied records leave the journal (a file is emptied once its batch has answered: the
+    // second sync's batch comes after the first's).
+    app.wallet_synced().await.expect("synced");
+    for i in 0..2 {
+        let left = std::fs::read(journal_file(&tp, i)).expect("journal");
+        assert!(
+            left.iter().all(|&b| b == 0),
+            "journal {i} still holds applied records: {}",
+            String::from_utf8_lossy(&left)
+        );
+    }
 }
 
 #[tokio::test]
