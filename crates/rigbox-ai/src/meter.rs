@@ -8,6 +8,7 @@
 
 use crate::pricing::{usd_to_micro, Tokens};
 use bytes::{Bytes, BytesMut};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -46,50 +47,105 @@ pub struct Usage {
 /// Prices a usage: `(cost_micro, cost_usd)`.
 pub type Pricer<'a> = &'a (dyn Fn(&Usage) -> (i64, f64) + Send + Sync);
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+/// The fields of a `usage` object the meter reads, from its text or from a `Value`; any other
+/// (the nested `*_details` objects included) is skipped unparsed. A field present with a value
+/// that is no number reads as 0, as `Value::as_u64` would read it; a repeated field fails the
+/// read (the body is then read whole, into a `Value`, where the last one counts).
+#[derive(Deserialize, Default)]
+struct UsageFields {
+    #[serde(default, deserialize_with = "present")]
+    prompt_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    input_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    completion_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    output_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    cache_creation_input_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    cache_read_input_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    cost: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    cost_micro: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    cost_credits: Option<IgnoredAny>,
 }
 
-/// OpenAI-style `usage` (`prompt_tokens`/`completion_tokens`, or Responses'
-/// `input_tokens`/`output_tokens`), with OpenRouter's `cost`.
+/// A field that is present, `null` included (which `Option`'s own reading makes `None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl UsageFields {
+    /// The fields of `usage`, which must be an object.
+    fn of(usage: &Value) -> Option<Self> {
+        usage
+            .is_object()
+            .then(|| UsageFields::deserialize(usage).ok())
+            .flatten()
+    }
+
+    /// OpenAI-style usage (`prompt_tokens`/`completion_tokens`, or Responses'
+    /// `input_tokens`/`output_tokens`), with OpenRouter's `cost`.
+    fn openai(&self) -> Usage {
+        let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        let input = self.prompt_tokens.as_ref().or(self.input_tokens.as_ref());
+        let output = self
+            .completion_tokens
+            .as_ref()
+            .or(self.output_tokens.as_ref());
+        Usage {
+            tokens: Tokens {
+                input: n(input),
+                output: n(output),
+                ..Tokens::default()
+            },
+            cost_usd: self.cost.as_ref().and_then(Value::as_f64),
+        }
+    }
+
+    /// Anthropic usage, merged into `into`: counts are cumulative, so a later value replaces
+    /// an earlier one and is never added to it.
+    fn merge_anthropic(&self, into: &mut Usage) {
+        let t = &mut into.tokens;
+        for (field, to) in [
+            (&self.input_tokens, &mut t.input),
+            (&self.output_tokens, &mut t.output),
+            (&self.cache_creation_input_tokens, &mut t.cache_write),
+            (&self.cache_read_input_tokens, &mut t.cache_read),
+        ] {
+            if let Some(v) = field.as_ref().and_then(Value::as_u64) {
+                *to = v;
+            }
+        }
+    }
+
+    /// The usage, read as `flavor` writes it.
+    fn usage(&self, flavor: Flavor) -> Usage {
+        match flavor {
+            Flavor::Messages => {
+                let mut u = Usage::default();
+                self.merge_anthropic(&mut u);
+                u
+            }
+            _ => self.openai(),
+        }
+    }
+}
+
+/// OpenAI-style `usage`; `None` when it is no object.
 fn openai_usage(usage: &Value) -> Option<Usage> {
-    if !usage.is_object() {
-        return None;
-    }
-    let input = usage
-        .get("prompt_tokens")
-        .or_else(|| usage.get("input_tokens"));
-    let output = usage
-        .get("completion_tokens")
-        .or_else(|| usage.get("output_tokens"));
-    Some(Usage {
-        tokens: Tokens {
-            input: input.map(u).unwrap_or(0),
-            output: output.map(u).unwrap_or(0),
-            ..Tokens::default()
-        },
-        cost_usd: usage.get("cost").and_then(Value::as_f64),
-    })
+    UsageFields::of(usage).map(|f| f.openai())
 }
 
-/// Anthropic `usage`, merged into `into`: counts are cumulative, so a later value replaces an
-/// earlier one and is never added to it.
+/// Anthropic `usage`, merged into `into` (see [`UsageFields::merge_anthropic`]).
 fn anthropic_usage(usage: &Value, into: &mut Usage) {
-    let t = &mut into.tokens;
-    if let Some(v) = usage.get("input_tokens").and_then(Value::as_u64) {
-        t.input = v;
-    }
-    if let Some(v) = usage.get("output_tokens").and_then(Value::as_u64) {
-        t.output = v;
-    }
-    if let Some(v) = usage
-        .get("cache_creation_input_tokens")
-        .and_then(Value::as_u64)
-    {
-        t.cache_write = v;
-    }
-    if let Some(v) = usage.get("cache_read_input_tokens").and_then(Value::as_u64) {
-        t.cache_read = v;
+    if let Some(f) = UsageFields::of(usage) {
+        f.merge_anthropic(into);
     }
 }
 
@@ -172,45 +228,40 @@ pub fn meter_body(
 /// without a usage object, or whose usage has cost fields already.
 fn splice_cost(flavor: Flavor, body: &Bytes, price: Pricer<'_>) -> Option<(Bytes, Usage, i64)> {
     let raw = serde_json::from_slice::<UsageOnly<'_>>(body).ok()?.usage?;
-    let value: Value = serde_json::from_str(raw.get()).ok()?;
-    let fields = value.as_object()?;
-    let usage = usage_of(flavor, &value)?;
+    let text = raw.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    let fields: UsageFields = serde_json::from_str(text).ok()?;
+    let usage = fields.usage(flavor);
     let (micro, _) = price(&usage);
     if !flavor.reports_cost_in_body() {
         return Some((body.clone(), usage, micro));
     }
     // Replaced, not repeated: the whole-value path does that.
-    if fields.contains_key("cost_micro") || fields.contains_key("cost_credits") {
+    if fields.cost_micro.is_some() || fields.cost_credits.is_some() {
         return None;
     }
     // `raw` borrows from `body`: where it starts is its distance from the body's start; it
     // is an object, so it ends with its closing brace.
-    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-    let close = start + raw.get().len() - 1;
+    let start = text.as_ptr() as usize - body.as_ptr() as usize;
+    let close = start + text.len() - 1;
     let mut out = Vec::with_capacity(body.len() + 64);
     out.extend_from_slice(&body[..close]);
-    if !fields.is_empty() {
+    if !text[1..text.len() - 1].trim().is_empty() {
         out.push(b',');
     }
     out.extend_from_slice(b"\"cost_micro\":");
-    out.extend_from_slice(micro.to_string().as_bytes());
+    serde_json::to_writer(&mut out, &micro).ok()?;
     out.extend_from_slice(b",\"cost_credits\":");
-    let credits = serde_json::to_string(&(micro as f64 / 1_000_000.0)).ok()?;
-    out.extend_from_slice(credits.as_bytes());
+    serde_json::to_writer(&mut out, &(micro as f64 / 1_000_000.0)).ok()?;
     out.extend_from_slice(&body[close..]);
     Some((Bytes::from(out), usage, micro))
 }
 
 /// The usage an answer's `usage` object reports, read as the flavor writes it.
 fn usage_of(flavor: Flavor, usage: &Value) -> Option<Usage> {
-    match flavor {
-        Flavor::Messages => usage.is_object().then(|| {
-            let mut u = Usage::default();
-            anthropic_usage(usage, &mut u);
-            u
-        }),
-        _ => openai_usage(usage),
-    }
+    UsageFields::of(usage).map(|f| f.usage(flavor))
 }
 
 /// [`meter_body`] over the whole answer parsed into a value: for answers without usage (their
@@ -717,6 +768,52 @@ mod tests {
         let (b, _, _, micro) = meter_body(Flavor::Messages, msg.clone(), &flat);
         assert_eq!(b, msg);
         assert_eq!(micro, Some(360));
+    }
+
+    #[test]
+    fn a_usage_read_from_its_text_meters_as_the_whole_value_does() {
+        // input, output, cache write, cache read, cost.
+        type Read = Option<(u64, u64, u64, u64, Option<f64>)>;
+        let cases: [(Flavor, &str, Read); 6] = [
+            // A field present as null or as no number reads 0, and is not replaced by its
+            // Responses-style name; nested details are skipped.
+            (
+                Flavor::Chat,
+                r#"{"prompt_tokens":null,"input_tokens":5,"completion_tokens":"7","output_tokens":3,"cost":0.5,"prompt_tokens_details":{"cached_tokens":1}}"#,
+                Some((0, 0, 0, 0, Some(0.5))),
+            ),
+            (
+                Flavor::Responses,
+                r#"{"input_tokens":4,"output_tokens":6,"input_tokens_details":{"cached_tokens":1}}"#,
+                Some((4, 6, 0, 0, None)),
+            ),
+            (
+                Flavor::Messages,
+                r#"{"input_tokens":4,"output_tokens":6,"cache_creation_input_tokens":2,"cache_read_input_tokens":3}"#,
+                Some((4, 6, 2, 3, None)),
+            ),
+            // A repeated field: the last counts, as in a value.
+            (
+                Flavor::Chat,
+                r#"{"prompt_tokens":1,"prompt_tokens":9}"#,
+                Some((9, 0, 0, 0, None)),
+            ),
+            (Flavor::Chat, r#"[1,2]"#, None),
+            (Flavor::Messages, r#"5"#, None),
+        ];
+        for (flavor, usage, want) in cases {
+            let body = Bytes::from(format!(r#"{{"id":"x","usage":{usage}}}"#));
+            let (b, u, _, _) = meter_body(flavor, body.clone(), &flat);
+            let (vb, vu, _, _) = meter_value(flavor, body, &flat);
+            let got = u.map(|u| {
+                let t = u.tokens;
+                (t.input, t.output, t.cache_write, t.cache_read, u.cost_usd)
+            });
+            assert_eq!(got, want, "{usage}");
+            assert_eq!(u, vu, "{usage}");
+            let json = |b: &Bytes| serde_json::from_slice::<Value>(b).expect("json");
+            assert_eq!(json(&b), json(&vb), "{usage}");
+        }
     }
 
     #[test]
