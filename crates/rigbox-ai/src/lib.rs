@@ -39,7 +39,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use meter::Flavor;
-use proxy::{ModelRoute, Upstream};
+use proxy::{ModelRoute, Target, Upstream};
 use rigbox_types::agent::BridgeCaller;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,9 +53,19 @@ pub struct AiProxy {
     prices: pricing::PriceTable,
     wallet: Arc<dyn Wallet>,
     http: upstream::Client,
+    /// The configured upstreams.
+    targets: Targets,
     node_id: String,
     /// This process; holds another incarnation left open are reconciled at start.
     incarnation: String,
+}
+
+/// Each upstream the operator configured.
+#[derive(Debug)]
+struct Targets {
+    openrouter: Option<Target>,
+    anthropic: Option<Target>,
+    brave: Option<Target>,
 }
 
 impl std::fmt::Debug for AiProxy {
@@ -75,7 +85,23 @@ impl AiProxy {
         node_id: &str,
     ) -> Result<Arc<Self>, BuildError> {
         let http = upstream::Client::new()?;
+        let targets = Targets {
+            openrouter: cfg
+                .base_url
+                .as_deref()
+                .zip(cfg.api_key.as_deref())
+                .map(|(base, key)| Target::new(Upstream::OpenRouter, base, key)),
+            anthropic: cfg
+                .anthropic
+                .as_ref()
+                .map(|a| Target::new(Upstream::Anthropic, &a.base_url, &a.api_key)),
+            brave: cfg
+                .brave
+                .as_ref()
+                .map(|b| Target::new(Upstream::Brave, &b.base_url, &b.api_key)),
+        };
         Ok(Arc::new(AiProxy {
+            targets,
             prices: pricing::PriceTable::new(&cfg.prices),
             cfg,
             wallet,
@@ -259,9 +285,9 @@ async fn brave(
 /// Every proxy answer carries `X-Rigbox-Request-Id`; metered routes set their hold's ID, the
 /// others get a fresh one here.
 async fn request_id(mut resp: Response) -> Response {
-    if !resp.headers().contains_key("x-rigbox-request-id") {
+    if !resp.headers().contains_key(proxy::X_RIGBOX_REQUEST_ID) {
         if let Ok(v) = axum::http::HeaderValue::from_str(&proxy::new_request_id()) {
-            resp.headers_mut().insert("x-rigbox-request-id", v);
+            resp.headers_mut().insert(proxy::X_RIGBOX_REQUEST_ID, v);
         }
     }
     resp

@@ -56,6 +56,10 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-rigbox-subject-rate",
 ];
 
+/// `X-Rigbox-Request-Id`: the request's ID, on every proxy answer (the hold's and the ledger's
+/// key on metered routes).
+pub(crate) const X_RIGBOX_REQUEST_ID: HeaderName = HeaderName::from_static("x-rigbox-request-id");
+
 /// Response headers not relayed besides [`HOP_BY_HOP`].
 const DROPPED_RESPONSE_HEADERS: &[&str] = &["set-cookie"];
 
@@ -122,49 +126,86 @@ async fn beside_commit<T>(
     }
 }
 
+/// Where an upstream's requests go and the operator's key for it, as a header, made once.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The base URL, without a trailing `/`.
+    base: String,
+    /// `None`: the operator's key is not a valid header value.
+    key: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    /// The target of `up` at `base` with the operator's `key`.
+    pub(crate) fn new(up: Upstream, base: &str, key: &str) -> Self {
+        let (name, value) = match up {
+            Upstream::OpenRouter => (header::AUTHORIZATION, format!("Bearer {key}")),
+            Upstream::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
+            Upstream::Brave => (
+                HeaderName::from_static("x-subscription-token"),
+                key.to_owned(),
+            ),
+        };
+        let key = HeaderValue::from_str(&value).ok().map(|mut v| {
+            v.set_sensitive(true);
+            (name, v)
+        });
+        Target {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+        }
+    }
+}
+
 /// Headers to send upstream: the caller's, minus [`HOP_BY_HOP`] and
-/// [`DROPPED_REQUEST_HEADERS`], plus the
-/// operator's key for `up`.
-fn forward_headers(from: &HeaderMap, up: Upstream, key: &str) -> Result<HeaderMap, GatewayError> {
+/// [`DROPPED_REQUEST_HEADERS`], plus the operator's key for the target.
+fn forward_headers(from: &HeaderMap, to: &Target) -> Result<HeaderMap, GatewayError> {
+    let Some((name, value)) = &to.key else {
+        return Err(GatewayError::unavailable(
+            "The operator's key for this upstream is not a valid header.",
+        ));
+    };
     let mut h = HeaderMap::with_capacity(from.len() + 2);
     for (name, value) in from {
         if !dropped(name, DROPPED_REQUEST_HEADERS) {
             h.append(name.clone(), value.clone());
         }
     }
-    let (name, value) = match up {
-        Upstream::OpenRouter => (header::AUTHORIZATION, format!("Bearer {key}")),
-        Upstream::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
-        Upstream::Brave => (
-            HeaderName::from_static("x-subscription-token"),
-            key.to_owned(),
-        ),
-    };
-    let mut value = HeaderValue::from_str(&value).map_err(|_| {
-        GatewayError::unavailable("The operator's key for this upstream is not a valid header.")
-    })?;
-    value.set_sensitive(true);
-    h.insert(name, value);
+    h.insert(name.clone(), value.clone());
     Ok(h)
 }
 
 /// The relayed response: the upstream's status and headers (minus hop-by-hop ones), with
-/// `X-Rigbox-Request-Id`.
-fn relay_head(upstream: &http::response::Parts, request_id: &str) -> http::response::Builder {
-    let mut b = Response::builder().status(upstream.status);
+/// `X-Rigbox-Request-Id` and, for a charged answer, `X-Rigbox-Cost-*` (its cost in
+/// microcredits).
+fn relayed(
+    upstream: &http::response::Parts,
+    request_id: &str,
+    cost_micro: Option<i64>,
+    body: Body,
+) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = upstream.status;
+    let h = resp.headers_mut();
+    h.reserve(upstream.headers.len() + 3);
     for (name, value) in &upstream.headers {
         if !dropped(name, DROPPED_RESPONSE_HEADERS) {
-            b = b.header(name, value);
+            h.append(name.clone(), value.clone());
         }
     }
-    b.header("x-rigbox-request-id", request_id)
-}
-
-fn cost_headers(b: http::response::Builder, micro: i64) -> http::response::Builder {
-    b.header("x-rigbox-cost-micro", micro).header(
-        "x-rigbox-cost-credits",
-        format!("{:.6}", micro_to_credits(micro)),
-    )
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_RIGBOX_REQUEST_ID, v);
+    }
+    if let Some(micro) = cost_micro {
+        h.insert(
+            HeaderName::from_static("x-rigbox-cost-micro"),
+            HeaderValue::from(micro),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", micro_to_credits(micro))) {
+            h.insert(HeaderName::from_static("x-rigbox-cost-credits"), v);
+        }
+    }
+    resp
 }
 
 /// The request's own output bound, if any (§7): a non-negative integer; another value is none.
@@ -201,32 +242,27 @@ impl AiProxy {
         }
     }
 
-    fn check_enabled(&self, up: Upstream) -> Result<(String, String), GatewayError> {
+    fn check_enabled(&self, up: Upstream) -> Result<&Target, GatewayError> {
         if !self.cfg.enabled {
             return Err(GatewayError::unavailable(
                 "Managed AI is turned off on this platform.",
             ));
         }
-        let (base, key) = match up {
-            Upstream::OpenRouter => (self.cfg.base_url.clone(), self.cfg.api_key.clone()),
-            Upstream::Anthropic => self.cfg.anthropic.as_ref().map_or((None, None), |a| {
-                (Some(a.base_url.clone()), Some(a.api_key.clone()))
-            }),
-            Upstream::Brave => self.cfg.brave.as_ref().map_or((None, None), |b| {
-                (Some(b.base_url.clone()), Some(b.api_key.clone()))
-            }),
+        let target = match up {
+            Upstream::OpenRouter => &self.targets.openrouter,
+            Upstream::Anthropic => &self.targets.anthropic,
+            Upstream::Brave => &self.targets.brave,
         };
-        match (base, key) {
-            (Some(b), Some(k)) => Ok((b.trim_end_matches('/').to_owned(), k)),
-            _ => Err(GatewayError::unavailable(format!(
+        target.as_ref().ok_or_else(|| {
+            GatewayError::unavailable(format!(
                 "No {} upstream is configured on this platform.",
                 match up {
                     Upstream::OpenRouter => "OpenRouter-compatible",
                     Upstream::Anthropic => "Anthropic",
                     Upstream::Brave => "Brave Search",
                 }
-            ))),
-        }
+            ))
+        })
     }
 
     async fn read_body(&self, body: Body) -> Result<Bytes, GatewayError> {
@@ -328,7 +364,7 @@ impl AiProxy {
         request_id: &str,
     ) -> Result<(Job, upstream::Request, Committed), GatewayError> {
         let account = self.account(caller).await?;
-        let (base, key) = self.check_enabled(route.upstream())?;
+        let target = self.check_enabled(route.upstream())?;
         let raw = self.read_body(body).await?;
         let mut body = Fields::parse(&raw).map_err(|e| GatewayError::invalid(e.to_string()))?;
         let Some(sent_model) = body.get::<String>("model") else {
@@ -393,14 +429,14 @@ impl AiProxy {
         if let Some(s) = &subject {
             self.check_subject(&account, s, &limits).await?;
         }
-        let mut fwd = forward_headers(headers, route.upstream(), &key)?;
+        let mut fwd = forward_headers(headers, target)?;
         fwd.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         let url = match route.upstream() {
-            Upstream::Anthropic => format!("{base}/v1/{}", route.path),
-            _ => format!("{base}/{}", route.path),
+            Upstream::Anthropic => format!("{}/v1/{}", target.base, route.path),
+            _ => format!("{}/{}", target.base, route.path),
         };
         let req = upstream_request(Method::POST, &url, fwd, body.to_bytes())?;
         let committed = self
@@ -456,12 +492,12 @@ impl AiProxy {
     ) -> Response {
         let filter_models = up == Upstream::OpenRouter && path == "models";
         let request_id = new_request_id();
-        let result = async {
+        let result: Result<Response, GatewayError> = async {
             self.account(&caller).await?;
-            let (base, key) = self.check_enabled(up)?;
+            let target = self.check_enabled(up)?;
             let body = self.read_body(body).await?;
-            let fwd = forward_headers(&headers, up, &key)?;
-            let req = upstream_request(method, &format!("{base}/{path}"), fwd, body)?;
+            let fwd = forward_headers(&headers, target)?;
+            let req = upstream_request(method, &format!("{}/{path}", target.base), fwd, body)?;
             let (head, bytes) = self.fetch(req).await?;
             let bytes =
                 if filter_models && head.status.is_success() && !self.cfg.models_allow.is_empty() {
@@ -469,9 +505,7 @@ impl AiProxy {
                 } else {
                     bytes
                 };
-            relay_head(&head, &request_id)
-                .body(Body::from(bytes))
-                .map_err(|_| GatewayError::internal())
+            Ok(relayed(&head, &request_id, None, Body::from(bytes)))
         }
         .await;
         match result {
@@ -531,12 +565,13 @@ impl AiProxy {
     ) -> Result<Response, GatewayError> {
         {
             let account = self.account(&caller).await?;
-            let (base, key) = self.check_enabled(Upstream::Brave)?;
+            let target = self.check_enabled(Upstream::Brave)?;
             let usd = self.cfg.brave.as_ref().map_or(0.0, |b| b.usd_per_request);
             let body = self.read_body(body).await?;
             let micro = usd_to_micro(usd);
-            let fwd = forward_headers(&headers, Upstream::Brave, &key)?;
-            let req = upstream_request(method, &format!("{base}/{path_and_query}"), fwd, body)?;
+            let fwd = forward_headers(&headers, target)?;
+            let url = format!("{}/{path_and_query}", target.base);
+            let req = upstream_request(method, &url, fwd, body)?;
             let committed = self
                 .reserve(Hold {
                     request_id: request_id.clone(),
@@ -562,15 +597,11 @@ impl AiProxy {
                         output_tokens: None,
                         estimated: false,
                     });
-                    cost_headers(relay_head(&head, &request_id), micro)
-                        .body(Body::from(bytes))
-                        .map_err(|_| GatewayError::internal())
+                    Ok(relayed(&head, &request_id, Some(micro), Body::from(bytes)))
                 }
                 Ok((head, bytes)) => {
                     self.release(&request_id).await;
-                    relay_head(&head, &request_id)
-                        .body(Body::from(bytes))
-                        .map_err(|_| GatewayError::internal())
+                    Ok(relayed(&head, &request_id, None, Body::from(bytes)))
                 }
                 Err(e) => {
                     self.release(&request_id).await;
@@ -664,7 +695,7 @@ fn upstream_unreachable() -> GatewayError {
 
 fn with_request_id(mut resp: Response, id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(id) {
-        resp.headers_mut().insert("x-rigbox-request-id", v);
+        resp.headers_mut().insert(X_RIGBOX_REQUEST_ID, v);
     }
     resp
 }
@@ -753,10 +784,8 @@ impl Job {
             let (upstream_head, body) = resp.into_parts();
             let bytes = upstream::read_all(body).await.unwrap_or_default();
             p.release(&self.request_id).await;
-            let r = relay_head(&upstream_head, &self.request_id)
-                .body(Body::from(bytes))
-                .map_err(|_| GatewayError::internal());
-            let _ = head.send(r);
+            let r = relayed(&upstream_head, &self.request_id, None, Body::from(bytes));
+            let _ = head.send(Ok(r));
             return;
         }
         let is_sse = header_str(resp.headers(), "content-type")
@@ -786,10 +815,13 @@ impl Job {
         let charge = self.charge(usage, true, chars);
         let micro = charge.cost_micro;
         p.settle(charge);
-        let r = cost_headers(relay_head(&upstream_head, &self.request_id), micro)
-            .body(Body::from(body))
-            .map_err(|_| GatewayError::internal());
-        let _ = head.send(r);
+        let r = relayed(
+            &upstream_head,
+            &self.request_id,
+            Some(micro),
+            Body::from(body),
+        );
+        let _ = head.send(Ok(r));
     }
 
     async fn relay_stream(self, resp: upstream::Response, head: oneshot::Sender<Head>) {
@@ -801,10 +833,8 @@ impl Job {
                 .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
         }));
         let (upstream_head, mut resp) = resp.into_parts();
-        let r = relay_head(&upstream_head, &self.request_id)
-            .body(body)
-            .map_err(|_| GatewayError::internal());
-        let mut client = head.send(r).is_ok();
+        let r = relayed(&upstream_head, &self.request_id, None, body);
+        let mut client = head.send(Ok(r)).is_ok();
         let pricer = self.pricer();
         let mut meter = StreamMeter::new(self.flavor);
         let idle = Duration::from_secs(p.cfg.upstream_timeout_seconds);
