@@ -133,6 +133,9 @@ pub(crate) struct Target {
     base: String,
     /// `None`: the operator's key is not a valid header value.
     key: Option<(HeaderName, HeaderValue)>,
+    /// `Host` for its requests, as the HTTP client would make it from each request's URI
+    /// (`None`: the base URL has no host; the client then fails the request).
+    host: Option<HeaderValue>,
 }
 
 impl Target {
@@ -150,15 +153,30 @@ impl Target {
             v.set_sensitive(true);
             (name, v)
         });
+        let host = base.parse::<http::Uri>().ok().and_then(|uri| {
+            let host = uri.host()?;
+            let default_port = match uri.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            };
+            let host = match uri.port_u16().filter(|p| Some(*p) != default_port) {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            HeaderValue::from_str(&host).ok()
+        });
         Target {
             base: base.trim_end_matches('/').to_owned(),
             key,
+            host,
         }
     }
 }
 
 /// Headers to send upstream: the caller's, minus [`HOP_BY_HOP`] and
-/// [`DROPPED_REQUEST_HEADERS`], plus the operator's key for the target.
+/// [`DROPPED_REQUEST_HEADERS`], plus the operator's key for the target and its `Host` (made
+/// once, where the client would format it for each request).
 fn forward_headers(from: &HeaderMap, to: &Target) -> Result<HeaderMap, GatewayError> {
     let Some((name, value)) = &to.key else {
         return Err(GatewayError::unavailable(
@@ -172,6 +190,9 @@ fn forward_headers(from: &HeaderMap, to: &Target) -> Result<HeaderMap, GatewayEr
         }
     }
     h.insert(name.clone(), value.clone());
+    if let Some(host) = &to.host {
+        h.insert(header::HOST, host.clone());
+    }
     Ok(h)
 }
 
@@ -888,5 +909,47 @@ impl Job {
                 meter.usage.is_some() && (meter.finished || self.flavor != Flavor::Messages);
             p.settle(self.charge(meter.usage, complete, meter.output_chars));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_sends_the_host_its_base_url_names_and_its_key() {
+        let host = |base: &str| {
+            let t = Target::new(Upstream::OpenRouter, base, "k");
+            t.host.map(|h| h.to_str().expect("ascii").to_owned())
+        };
+        assert_eq!(
+            host("http://127.0.0.1:8080/v1").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            host("https://openrouter.ai/api/v1/").as_deref(),
+            Some("openrouter.ai")
+        );
+        assert_eq!(host("https://x.example:443").as_deref(), Some("x.example"));
+        assert_eq!(host("http://x.example:80/").as_deref(), Some("x.example"));
+        assert_eq!(
+            host("http://x.example:443/").as_deref(),
+            Some("x.example:443")
+        );
+        assert_eq!(host("not a url"), None);
+
+        let mut from = HeaderMap::new();
+        from.insert(header::HOST, HeaderValue::from_static("172.16.0.1:9090"));
+        from.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer vm"));
+        from.insert("x-title", HeaderValue::from_static("mine"));
+        let sent = forward_headers(
+            &from,
+            &Target::new(Upstream::Anthropic, "https://api.anthropic.com", "sk"),
+        )
+        .expect("headers");
+        assert_eq!(sent[header::HOST], "api.anthropic.com");
+        assert_eq!(sent["x-api-key"], "sk");
+        assert_eq!(sent["x-title"], "mine");
+        assert!(sent.get(header::AUTHORIZATION).is_none());
     }
 }
