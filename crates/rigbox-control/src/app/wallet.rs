@@ -63,7 +63,7 @@ use tokio::sync::oneshot;
 /// company before the writer applies it: their callers have answered, or are answering, their
 /// clients, and the journal has them. An operation somebody waits for (a hold the writer
 /// decides, a release, a sync) ends the wait when it is queued.
-const BATCH_WAIT: Duration = Duration::from_millis(5);
+const BATCH_WAIT: Duration = Duration::from_millis(10);
 /// How long the writer waits before trying again for the write lock another connection holds.
 const BUSY_RETRY: Duration = Duration::from_micros(500);
 /// A passive WAL checkpoint runs beside the writer once it has been idle this long, or after
