@@ -97,11 +97,20 @@ fn peer_v4(addr: SocketAddr) -> Option<Ipv4Addr> {
     }
 }
 
-/// Gives every request an ID (`X-Request-Id`, and `details.request_id` in errors). An upstream
-/// that sets its own header keeps it, so the header always matches the body.
-async fn request_id(req: Request, next: Next) -> Response {
+/// What every request goes through first (one layer: each costs an allocation or two per
+/// request): it gets an ID (`X-Request-Id`, and `details.request_id` in errors; an upstream
+/// that sets its own header keeps it, so the header always matches the body), and its caller
+/// is resolved from the connection alone, credential headers dropped.
+async fn enter(
+    State(st): State<Arc<BridgeState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
-    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), identify(&st, peer, req, next))
+        .await;
     if !resp.headers().contains_key("x-request-id") {
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-request-id", v);
@@ -111,12 +120,7 @@ async fn request_id(req: Request, next: Next) -> Response {
 }
 
 /// Resolves the caller from the connection alone and drops credential headers.
-async fn identify(
-    State(st): State<BridgeState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn identify(st: &BridgeState, peer: SocketAddr, mut req: Request, next: Next) -> Response {
     let caller = peer_v4(peer).and_then(|ip| {
         (st.leases)(ip).map(|workspace_id| BridgeCaller {
             workspace_id,
@@ -250,10 +254,9 @@ pub fn router(state: BridgeState) -> Router {
         None => agent.fallback(not_found),
     };
     app.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        identify,
+        Arc::new(state.clone()),
+        enter,
     ))
-    .layer(axum::middleware::from_fn(request_id))
     .with_state(state)
 }
 
