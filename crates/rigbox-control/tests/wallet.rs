@@ -442,3 +442,84 @@ async fn a_replayed_journal_does_not_reopen_a_hold_its_charge_recorded_alone() {
     let left = std::fs::read_to_string(journal(0)).expect("journal");
     assert!(left.is_empty(), "the journal was not replayed: {left}");
 }
+
+#[tokio::test]
+async fn charges_written_together_read_back_column_for_column_and_conflict_whole() {
+    use rigbox_control::store::{LedgerRow, StoreError};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rigbox.db");
+    let store = rigbox_control::Store::open_sqlite(&file)
+        .await
+        .expect("store");
+    let conn = rusqlite::Connection::open(&file).expect("open");
+    conn.execute(
+        "INSERT INTO users (id, email, password_hash, email_verified, plan, \
+         settings_updated_at, created_at) VALUES ('u1', 'u1@example.com', 'x', TRUE, 'free', 0, 0)",
+        [],
+    )
+    .expect("user");
+    // More than one statement's worth (8 rows each) and a rest, charge details varying.
+    let entry = |seq: i64| LedgerRow {
+        request_id: Some(format!("r{seq}")),
+        model: (seq % 2 == 0).then(|| format!("m{seq}")),
+        input_tokens: Some(seq * 10),
+        output_tokens: (seq % 3 != 0).then_some(seq),
+        cost_usd: Some(seq as f64 / 1000.0),
+        estimated: seq % 4 == 0,
+        subject: (seq == 5).then(|| "alice".to_owned()),
+        workspace_name: Some(format!("ws{seq}")),
+        ..LedgerRow::entry("u1", seq, "charge", -seq, 1_000 - seq, 100)
+    };
+    let rows: Vec<LedgerRow> = (1..=19).map(entry).collect();
+    let db = store.wallet_db().expect("db").expect("file");
+    db.begin().expect("begin");
+    db.insert_ledger(&rows).expect("written");
+    db.commit().expect("commit");
+    let read = |conn: &rusqlite::Connection| -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT json_array(id, user_id, seq, kind, amount_micro, balance_after_micro, \
+                 request_id, model, input_tokens, output_tokens, cost_usd, estimated, subject, \
+                 workspace_name) FROM ledger ORDER BY seq",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    let want: Vec<String> = rows
+        .iter()
+        .map(|e| {
+            json!([
+                e.id,
+                e.user_id,
+                e.seq,
+                e.kind,
+                e.amount_micro,
+                e.balance_after_micro,
+                e.request_id,
+                e.model,
+                e.input_tokens,
+                e.output_tokens,
+                e.cost_usd,
+                e.estimated as i64,
+                e.subject,
+                e.workspace_name
+            ])
+            .to_string()
+        })
+        .collect();
+    assert_eq!(read(&conn), want);
+
+    // A statement of eight with one charge already written fails whole: nothing is added.
+    let mut again: Vec<LedgerRow> = (20..28).map(entry).collect();
+    again[5].request_id = Some("r3".into());
+    db.begin().expect("begin");
+    assert!(matches!(
+        db.insert_ledger(&again),
+        Err(StoreError::Conflict)
+    ));
+    db.rollback();
+    assert_eq!(read(&conn).len(), 19);
+}

@@ -386,6 +386,9 @@ struct Writer {
     /// Holds of the transaction under way that are not written: their settlement follows in
     /// the same batch (see [`Writer::write`]). Empty between transactions.
     unwritten: HashMap<String, HoldRow>,
+    /// Charges of the transaction under way, written together as it commits (several rows to
+    /// a statement). Empty between transactions.
+    charges: Vec<LedgerRow>,
 }
 
 /// The wallet as the AI proxy sees it (implements [`Wallet`]).
@@ -508,6 +511,7 @@ impl Writer {
             books_version: i64::MIN,
             known: HashMap::new(),
             unwritten: HashMap::new(),
+            charges: Vec::new(),
         };
         if let Some(file) = store.file() {
             match w.replay(file) {
@@ -605,7 +609,7 @@ impl Writer {
             let now = self.clock.now_micros();
             let result = records.iter().try_for_each(|r| match r {
                 // Charged already: settled in the batch that applied it, with no row of its own.
-                Record::Hold { hold, .. } if self.db.charged(&hold.request_id)? => Ok(()),
+                Record::Hold { hold, .. } if self.charged(&hold.request_id)? => Ok(()),
                 Record::Hold { hold, at } => match self.db.insert_hold(&HoldRow::open(hold, *at)) {
                     Ok(()) | Err(StoreError::Conflict) => Ok(()),
                     Err(e) => Err(e),
@@ -613,10 +617,10 @@ impl Writer {
                 Record::Settle(c) => self.settle(c, now).map(drop),
                 Record::Release(id) => self.release(id, now).map(drop),
             });
-            match result.and_then(|()| self.db.commit()) {
+            match result.and_then(|()| self.commit()) {
                 Ok(()) => tracing::info!(records = records.len(), "wallet journal replayed"),
                 Err(e) => {
-                    self.db.rollback();
+                    self.rollback();
                     return Err(e.into());
                 }
             }
@@ -683,7 +687,7 @@ impl Writer {
         self.begin()?;
         let result = self.decide(ops).and_then(|()| self.write(ops));
         if result.is_err() {
-            self.db.rollback();
+            self.rollback();
             let mut shared = lock(&self.shared);
             shared.books.clear();
             // Journaled holds rolled back are pending again.
@@ -794,8 +798,30 @@ impl Writer {
         for (_, row) in self.unwritten.drain() {
             self.db.insert_hold(&row)?;
         }
-        self.db.commit()?;
+        self.commit()?;
         Ok(outcomes)
+    }
+
+    /// Writes the transaction's charges and commits it.
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.db.insert_ledger(&self.charges)?;
+        self.charges.clear();
+        self.db.commit()
+    }
+
+    /// Ends the transaction under way, discarding its writes.
+    fn rollback(&mut self) {
+        self.charges.clear();
+        self.db.rollback();
+    }
+
+    /// Whether request `id` is charged: in the store, or in the transaction under way.
+    fn charged(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .charges
+            .iter()
+            .any(|c| c.request_id.as_deref() == Some(id))
+            || self.db.charged(id)?)
     }
 
     /// Reads the user's books from the store unless they are known (within the transaction, so
@@ -897,7 +923,7 @@ impl Writer {
             subject: hold.subject,
             ..LedgerRow::entry(&hold.user_id, seq, "charge", -cost, balance, now)
         };
-        self.db.insert_ledger(&entry)?;
+        self.charges.push(entry);
         Ok(true)
     }
 
@@ -937,7 +963,7 @@ fn settled_later(ops: &[Op]) -> Vec<bool> {
 impl LedgerRow {
     /// A new entry: `seq` follows the user's newest entry, `balance_after` is the balance
     /// with `amount` applied.
-    pub(crate) fn entry(
+    pub fn entry(
         user_id: &str,
         seq: i64,
         kind: &str,

@@ -138,6 +138,60 @@ impl Store {
     }
 }
 
+/// Ledger entries written by one statement of [`WalletDb::insert_ledger`].
+const LEDGER_ROWS: usize = 8;
+/// The columns of `ledger_cols!`.
+const LEDGER_COLS: usize = 19;
+
+/// `INSERT INTO ledger` of `rows` entries, their parameters numbered in order.
+fn ledger_insert(rows: usize) -> String {
+    let mut sql = concat!("INSERT INTO ledger (", ledger_cols!(), ") VALUES ").to_owned();
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..LEDGER_COLS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", r * LEDGER_COLS + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Binds `e`'s columns, in `ledger_cols!` order, from parameter `at + 1`.
+fn bind_entry(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    at: usize,
+    e: &LedgerRow,
+) -> rusqlite::Result<()> {
+    let values: [&dyn rusqlite::ToSql; LEDGER_COLS] = [
+        &e.id,
+        &e.user_id,
+        &e.seq,
+        &e.kind,
+        &e.amount_micro,
+        &e.balance_after_micro,
+        &e.period_start,
+        &e.note,
+        &e.created_at,
+        &e.workspace_id,
+        &e.workspace_name,
+        &e.request_id,
+        &e.endpoint,
+        &e.model,
+        &e.input_tokens,
+        &e.output_tokens,
+        &e.cost_usd,
+        &e.estimated,
+        &e.subject,
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(at + i + 1, v)?;
+    }
+    Ok(())
+}
+
 fn write_err(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -322,37 +376,25 @@ impl WalletDb {
         Ok(n == 1)
     }
 
-    /// Appends a ledger entry (a second charge for one request is [`StoreError::Conflict`]).
-    pub fn insert_ledger(&self, e: &LedgerRow) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(concat!(
-                "INSERT INTO ledger (",
-                ledger_cols!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18, ?19)"
-            ))?
-            .execute(params![
-                e.id,
-                e.user_id,
-                e.seq,
-                e.kind,
-                e.amount_micro,
-                e.balance_after_micro,
-                e.period_start,
-                e.note,
-                e.created_at,
-                e.workspace_id,
-                e.workspace_name,
-                e.request_id,
-                e.endpoint,
-                e.model,
-                e.input_tokens,
-                e.output_tokens,
-                e.cost_usd,
-                e.estimated,
-                e.subject
-            ])
-            .map_err(write_err)?;
+    /// Appends ledger entries, [`LEDGER_ROWS`] to a statement (a statement costs about as much
+    /// again as the rows it writes), the rest one at a time. A second charge for one request
+    /// is [`StoreError::Conflict`].
+    pub fn insert_ledger(&self, entries: &[LedgerRow]) -> Result<(), StoreError> {
+        static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+        let [one, many] = SQL.get_or_init(|| [ledger_insert(1), ledger_insert(LEDGER_ROWS)]);
+        let mut chunks = entries.chunks_exact(LEDGER_ROWS);
+        for chunk in &mut chunks {
+            let mut stmt = self.conn.prepare_cached(many)?;
+            for (i, e) in chunk.iter().enumerate() {
+                bind_entry(&mut stmt, i * LEDGER_COLS, e)?;
+            }
+            stmt.raw_execute().map_err(write_err)?;
+        }
+        for e in chunks.remainder() {
+            let mut stmt = self.conn.prepare_cached(one)?;
+            bind_entry(&mut stmt, 0, e)?;
+            stmt.raw_execute().map_err(write_err)?;
+        }
         Ok(())
     }
 }
