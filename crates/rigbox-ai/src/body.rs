@@ -3,17 +3,24 @@
 //! The proxy reads and rewrites a handful of top-level fields (`model`, `stream`, the output
 //! limit, `usage`, `stream_options`, `user`); the rest, the prompt above all, is carried as the
 //! caller's own text and never parsed into values. Parsing it into a `serde_json::Value` and
-//! writing it back cost more than the rest of the rewrite (bench/ai-proxy).
+//! writing it back cost more than the rest of the rewrite (bench/ai-proxy). Names and values
+//! borrow from the body (a map of owned copies cost two allocations a field), and the fields
+//! go out in the order they came.
 
 use bytes::Bytes;
-use serde::de::{DeserializeOwned, IgnoredAny};
-use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
-/// A JSON object's top-level fields, each value as its raw text.
+/// A JSON object's top-level fields, in the order sent, each value as its raw text; both
+/// borrow from the body unless the proxy set them.
 #[derive(Debug)]
-pub(crate) struct Fields(BTreeMap<String, Box<RawValue>>);
+pub(crate) struct Fields<'a>(Vec<(Key<'a>, Cow<'a, RawValue>)>);
+
+/// A field's name, borrowed from the body unless it had escapes.
+#[derive(Debug, PartialEq)]
+struct Key<'a>(Cow<'a, str>);
 
 /// Why a body is not a JSON object; the text is meant for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +31,12 @@ pub(crate) enum Invalid {
     NotAnObject,
 }
 
-impl Fields {
+impl<'a> Fields<'a> {
     /// Parses `bytes`, which must hold one JSON object (a repeated key keeps its last value,
-    /// as a `serde_json::Value` would).
-    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, Invalid> {
+    /// as a `serde_json::Value` would, in its first place).
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, Invalid> {
         match serde_json::from_slice(bytes) {
-            Ok(fields) => Ok(Fields(fields)),
+            Ok(fields) => Ok(fields),
             Err(e) => Err(match serde_json::from_slice::<IgnoredAny>(bytes) {
                 Ok(_) => Invalid::NotAnObject,
                 Err(_) => Invalid::Json(e),
@@ -37,15 +44,25 @@ impl Fields {
         }
     }
 
-    /// The field `key` as a `T`; `None` when it is missing or not a `T` (as `Value::as_*`).
-    pub(crate) fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        serde_json::from_str(self.0.get(key)?.get()).ok()
+    fn raw(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k.0 == key).map(|(_, v)| &**v)
     }
 
-    /// Sets the field `key` to `value`.
+    /// The field `key` as a `T`; `None` when it is missing or not a `T` (as `Value::as_*`).
+    pub(crate) fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        serde_json::from_str(self.raw(key)?.get()).ok()
+    }
+
+    /// Sets the field `key` to `value` (in its place, or last).
     pub(crate) fn set(&mut self, key: &str, value: &impl Serialize) {
-        if let Ok(raw) = serde_json::value::to_raw_value(value) {
-            self.0.insert(key.to_owned(), raw);
+        let Ok(raw) = serde_json::value::to_raw_value(value) else {
+            return;
+        };
+        match self.0.iter_mut().find(|(k, _)| k.0 == key) {
+            Some((_, v)) => *v = Cow::Owned(raw),
+            None => self
+                .0
+                .push((Key(Cow::Owned(key.to_owned())), Cow::Owned(raw))),
         }
     }
 
@@ -60,9 +77,67 @@ impl Fields {
 
     /// The object as JSON text.
     pub(crate) fn to_bytes(&self) -> Bytes {
-        serde_json::to_vec(&self.0)
-            .map(Bytes::from)
-            .unwrap_or_default()
+        let len = self.0.iter().map(|(k, v)| k.0.len() + v.get().len() + 4);
+        let mut out = Vec::with_capacity(len.sum::<usize>() + 2);
+        out.push(b'{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // A name is written escaped as JSON wants it (the text sent may have escaped more).
+            if serde_json::to_writer(&mut out, &*k.0).is_err() {
+                return Bytes::new();
+            }
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Object<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Fields<'a>, M::Error> {
+                let mut fields: Vec<(Key<'a>, Cow<'a, RawValue>)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Key<'a>, &'a RawValue>()? {
+                    match fields.iter_mut().find(|(seen, _)| *seen == k) {
+                        Some((_, old)) => *old = Cow::Borrowed(v),
+                        None => fields.push((k, Cow::Borrowed(v))),
+                    }
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Name<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(Name(std::marker::PhantomData))
     }
 }
 
@@ -95,6 +170,23 @@ mod tests {
         assert_eq!(v["usage"], json!({"other": 1, "include": true}));
         assert_eq!(v["stream_options"], json!({"include_usage": true}));
         assert_eq!(v["max_tokens"], 64);
+    }
+
+    #[test]
+    fn fields_keep_their_order_and_a_repeated_one_its_last_value() {
+        let sent = br#"{"z":1,"m\u006fdel":"a/b","q\"k":[1, 2],"z":{"x":2},"a":null}"#;
+        let mut f = Fields::parse(sent).expect("object");
+        // An escaped name reads as what it means.
+        assert_eq!(f.get::<String>("model").as_deref(), Some("a/b"));
+        f.set("max_tokens", &64);
+        f.set("model", &"c/d");
+        let out = f.to_bytes();
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf-8"),
+            r#"{"z":{"x":2},"model":"c/d","q\"k":[1, 2],"a":null,"max_tokens":64}"#
+        );
+        let v: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["q\"k"], json!([1, 2]));
     }
 
     #[test]
