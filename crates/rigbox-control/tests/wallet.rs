@@ -394,6 +394,13 @@ async fn a_hold_settled_in_the_batch_that_applies_it_is_recorded_by_its_charge_a
             "journal {i} still holds applied records: {}",
             String::from_utf8_lossy(&left)
         );
+        // Readable by the owner alone, like the database.
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(journal_file(&tp, i))
+                .expect("journal")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "journal {i}");
     }
 }
 

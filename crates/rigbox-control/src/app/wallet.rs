@@ -219,13 +219,17 @@ impl Journal {
 
     fn open(db: &Path) -> std::io::Result<Self> {
         let [a, b] = Self::paths(db);
+        // Like the database (0600): the records name users, workspaces and amounts.
         let open = |p: PathBuf| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .read(true)
-                .open(p)
+            std::os::unix::fs::OpenOptionsExt::mode(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .read(true),
+                0o600,
+            )
+            .open(p)
         };
         Ok(Journal {
             files: [open(a)?, open(b)?],
