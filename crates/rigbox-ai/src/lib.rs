@@ -34,7 +34,7 @@ pub use rigbox_types::wallet::{self, Wallet};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
@@ -87,10 +87,8 @@ impl AiProxy {
         let http = upstream::Client::new()?;
         let targets = Targets {
             openrouter: cfg
-                .base_url
-                .as_deref()
-                .zip(cfg.api_key.as_deref())
-                .map(|(base, key)| Target::new(Upstream::OpenRouter, base, key)),
+                .openrouter()
+                .map(|o| Target::new(Upstream::OpenRouter, &o.base_url, &o.api_key)),
             anthropic: cfg
                 .anthropic
                 .as_ref()
@@ -171,7 +169,7 @@ impl AiProxy {
             loop {
                 tokio::select! {
                     _ = reconcile.tick() => p.reconcile().await,
-                    _ = refresh.tick(), if p.cfg.price_refresh && p.cfg.openrouter().is_some() => {
+                    _ = refresh.tick(), if p.cfg.price_refresh && p.targets.openrouter.is_some() => {
                         p.refresh_prices().await
                     }
                 }
@@ -198,15 +196,15 @@ impl AiProxy {
 
     /// Loads prices from the upstream's model list (operator prices still win).
     pub async fn refresh_prices(&self) {
-        let Some(up) = self.cfg.openrouter() else {
+        let Some(up) = &self.targets.openrouter else {
             return;
         };
-        let url = format!("{}/models", up.base_url.trim_end_matches('/'));
         let res = async {
-            let req = http::Request::get(url)
-                .header(header::AUTHORIZATION, format!("Bearer {}", up.api_key))
+            let mut req = http::Request::get(format!("{}/models", up.base))
                 .body(Default::default())
                 .map_err(|e| e.to_string())?;
+            *req.headers_mut() =
+                proxy::forward_headers(&HeaderMap::new(), up).map_err(|e| e.message)?;
             let resp = tokio::time::timeout(Duration::from_secs(30), self.http.send(req))
                 .await
                 .map_err(|_| "no answer within 30 s".to_owned())?

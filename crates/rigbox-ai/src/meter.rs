@@ -85,8 +85,7 @@ impl UsageFields {
     fn of(usage: &Value) -> Option<Self> {
         usage
             .is_object()
-            .then(|| UsageFields::deserialize(usage).ok())
-            .flatten()
+            .then(|| UsageFields::deserialize(usage).ok())?
     }
 
     /// OpenAI-style usage (`prompt_tokens`/`completion_tokens`, or Responses'

@@ -130,7 +130,7 @@ async fn beside_commit<T>(
 #[derive(Debug)]
 pub(crate) struct Target {
     /// The base URL, without a trailing `/`.
-    base: String,
+    pub(crate) base: String,
     /// `None`: the operator's key is not a valid header value.
     key: Option<(HeaderName, HeaderValue)>,
     /// `Host` for its requests, as the HTTP client would make it from each request's URI
@@ -177,7 +177,7 @@ impl Target {
 /// Headers to send upstream: the caller's, minus [`HOP_BY_HOP`] and
 /// [`DROPPED_REQUEST_HEADERS`], plus the operator's key for the target and its `Host` (made
 /// once, where the client would format it for each request).
-fn forward_headers(from: &HeaderMap, to: &Target) -> Result<HeaderMap, GatewayError> {
+pub(crate) fn forward_headers(from: &HeaderMap, to: &Target) -> Result<HeaderMap, GatewayError> {
     let Some((name, value)) = &to.key else {
         return Err(GatewayError::unavailable(
             "The operator's key for this upstream is not a valid header.",
@@ -214,9 +214,6 @@ fn relayed(
             h.append(name.clone(), value.clone());
         }
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(X_RIGBOX_REQUEST_ID, v);
-    }
     if let Some(micro) = cost_micro {
         h.insert(
             HeaderName::from_static("x-rigbox-cost-micro"),
@@ -226,7 +223,7 @@ fn relayed(
             h.insert(HeaderName::from_static("x-rigbox-cost-credits"), v);
         }
     }
-    resp
+    with_request_id(resp, request_id)
 }
 
 /// The request's own output bound, if any (§7): a non-negative integer; another value is none.

@@ -841,3 +841,42 @@ async fn brave_aliases_and_the_model_allow_list() {
     assert_eq!(charges[1]["model"], "openai/gpt-4o-mini");
     env.assert_books_balance().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_refreshed_from_the_upstreams_model_list_price_its_models() {
+    // No operator prices: the proxy learns them from the upstream's `GET /models` at start,
+    // sent with the operator's key (the fake refuses it without).
+    let env = start_with(|ai| {
+        ai.prices.clear();
+        ai.price_refresh = true;
+    })
+    .await;
+    let model = env.fake.config().price_entries()[0].model.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let r = env.post("/v1/chat/completions", chat(&model), &[]).await;
+        let status = r.status().as_u16();
+        if status != 400 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 200, "{model} was never priced");
+    let listed = env
+        .fake
+        .requests()
+        .into_iter()
+        .find(|s| s.method == "GET" && s.path.ends_with("/models"))
+        .expect("the model list was asked for");
+    let auth = listed
+        .headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        auth.as_deref(),
+        Some(format!("Bearer {}", env.fake.config().openrouter_key).as_str())
+    );
+    assert_eq!(env.charges().await.len(), 1);
+    env.assert_books_balance().await;
+}

@@ -705,7 +705,6 @@ impl Writer {
             }
             drop(shared);
             self.known.clear();
-            self.unwritten.clear();
         }
         result
     }
@@ -813,9 +812,10 @@ impl Writer {
         self.db.commit()
     }
 
-    /// Ends the transaction under way, discarding its writes.
+    /// Ends the transaction under way, discarding its writes and what it kept for its commit.
     fn rollback(&mut self) {
         self.charges.clear();
+        self.unwritten.clear();
         self.db.rollback();
     }
 

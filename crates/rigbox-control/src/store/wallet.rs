@@ -376,23 +376,24 @@ impl WalletDb {
         Ok(n == 1)
     }
 
-    /// Appends ledger entries, [`LEDGER_ROWS`] to a statement (a statement costs about as much
-    /// again as the rows it writes), the rest one at a time. A second charge for one request
-    /// is [`StoreError::Conflict`].
+    /// Appends ledger entries, `LEDGER_ROWS` (eight) to a statement, since a statement costs
+    /// about as much again as the rows it writes, the rest one at a time. A second charge for
+    /// one request is [`StoreError::Conflict`].
     pub fn insert_ledger(&self, entries: &[LedgerRow]) -> Result<(), StoreError> {
         static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
         let [one, many] = SQL.get_or_init(|| [ledger_insert(1), ledger_insert(LEDGER_ROWS)]);
-        let mut chunks = entries.chunks_exact(LEDGER_ROWS);
-        for chunk in &mut chunks {
-            let mut stmt = self.conn.prepare_cached(many)?;
+        let full = entries.chunks_exact(LEDGER_ROWS);
+        let rest = full.remainder().chunks(1);
+        for chunk in full.chain(rest) {
+            let sql = if chunk.len() == LEDGER_ROWS {
+                many
+            } else {
+                one
+            };
+            let mut stmt = self.conn.prepare_cached(sql)?;
             for (i, e) in chunk.iter().enumerate() {
                 bind_entry(&mut stmt, i * LEDGER_COLS, e)?;
             }
-            stmt.raw_execute().map_err(write_err)?;
-        }
-        for e in chunks.remainder() {
-            let mut stmt = self.conn.prepare_cached(one)?;
-            bind_entry(&mut stmt, 0, e)?;
             stmt.raw_execute().map_err(write_err)?;
         }
         Ok(())
