@@ -2,8 +2,9 @@
 //!
 //! Code in a VM calls `/v1/chat/completions`, `/v1/completions`, `/v1/responses`,
 //! `/v1/embeddings`, `/v1/models`, `/v1/messages` (+ `count_tokens`) and `/brave/*` without a
-//! key. The bridge has already identified the caller by its lease (a [`BridgeCaller`]
-//! extension) and dropped its credential headers; this crate prices the request, reserves an
+//! key. The bridge identifies the caller by its lease (a [`BridgeCaller`]), drops its
+//! credential headers and calls [`AiProxy::serve`] for the paths [`AiProxy::claims`]; this
+//! crate prices the request, reserves an
 //! estimate in the owner's wallet, injects the operator's key, forwards to the configured
 //! upstream, relays the answer (streams unbuffered) while metering it, and settles the real
 //! cost exactly once.
@@ -32,13 +33,9 @@ pub use config::AiConfig;
 pub use error::GatewayError;
 pub use rigbox_types::wallet::{self, Wallet};
 
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
-use axum::{Extension, Router};
-use meter::Flavor;
 use proxy::{ModelRoute, Target, Upstream};
 use rigbox_types::agent::BridgeCaller;
 use std::sync::Arc;
@@ -109,54 +106,60 @@ impl AiProxy {
         }))
     }
 
-    /// The routes: `/v1/*` and `/brave/*`. Other paths fall through to `rest` (the bridge's
-    /// `/rig/v1` API).
-    pub fn router(self: &Arc<Self>, rest: Router) -> Router {
-        let model = |flavor, path, endpoint| {
-            let route = ModelRoute {
-                flavor,
-                path,
-                endpoint,
+    /// Whether `path` is the proxy's: `/v1`, `/v1/*` and `/brave/*` (its routes and its own
+    /// 404s); the bridge serves other paths.
+    pub fn claims(path: &str) -> bool {
+        path == "/v1" || path.starts_with("/v1/") || path.starts_with("/brave/")
+    }
+
+    /// Serves a request on one of the proxy's paths ([`AiProxy::claims`]) from an identified
+    /// caller whose credential headers the bridge dropped. Every answer carries
+    /// `X-Rigbox-Request-Id`: metered routes set their hold's ID, the others get a fresh one.
+    pub async fn serve(self: Arc<Self>, caller: BridgeCaller, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let resp = if let Some(route) = ModelRoute::ALL.iter().find(|r| r.endpoint == path) {
+            if parts.method == Method::POST {
+                self.model_request(*route, caller, parts.headers, body)
+                    .await
+            } else {
+                not_found(&parts.method, path)
+            }
+        } else if path == "/v1/models" && matches!(parts.method, Method::GET | Method::HEAD) {
+            self.passthrough(
+                caller,
+                Upstream::OpenRouter,
+                Method::GET,
+                "models".into(),
+                parts.headers,
+                body,
+            )
+            .await
+        } else if path == "/v1/messages/count_tokens" && parts.method == Method::POST {
+            self.passthrough(
+                caller,
+                Upstream::Anthropic,
+                Method::POST,
+                "v1/messages/count_tokens".into(),
+                parts.headers,
+                body,
+            )
+            .await
+        } else if let Some(rest) = path
+            .strip_prefix("/brave/")
+            .filter(|r| !r.is_empty() && matches!(parts.method, Method::GET | Method::POST))
+        {
+            // As sent (still percent-encoded): the upstream reads the path it would have read.
+            let path_and_query = match parts.uri.query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_owned(),
             };
-            post(
-                move |State(p): State<Arc<AiProxy>>,
-                      Extension(c): Extension<BridgeCaller>,
-                      headers: HeaderMap,
-                      body: Body| async move {
-                    p.model_request(route, c, headers, body).await
-                },
-            )
+            self.brave(caller, parts.method, path_and_query, parts.headers, body)
+                .await
+        } else {
+            not_found(&parts.method, path)
         };
-        Router::new()
-            .route(
-                "/v1/chat/completions",
-                model(Flavor::Chat, "chat/completions", "/v1/chat/completions"),
-            )
-            .route(
-                "/v1/completions",
-                model(Flavor::Completions, "completions", "/v1/completions"),
-            )
-            .route(
-                "/v1/responses",
-                model(Flavor::Responses, "responses", "/v1/responses"),
-            )
-            .route(
-                "/v1/embeddings",
-                model(Flavor::Embeddings, "embeddings", "/v1/embeddings"),
-            )
-            .route(
-                "/v1/messages",
-                model(Flavor::Messages, "messages", "/v1/messages"),
-            )
-            .route("/v1/models", get(models))
-            .route("/v1/messages/count_tokens", post(count_tokens))
-            .route("/brave/{*path}", get(brave).post(brave))
-            .route("/v1/{*rest}", any(not_found))
-            .route("/v1", any(not_found))
-            .method_not_allowed_fallback(not_found)
-            .layer(axum::middleware::map_response(request_id))
-            .with_state(self.clone())
-            .fallback_service(rest)
+        with_request_id(resp)
     }
 
     /// Settles orphaned holds now, then every five minutes; refreshes prices from the
@@ -230,59 +233,8 @@ impl AiProxy {
     }
 }
 
-async fn models(
-    State(p): State<Arc<AiProxy>>,
-    Extension(c): Extension<BridgeCaller>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    p.passthrough(
-        c,
-        Upstream::OpenRouter,
-        Method::GET,
-        "models".into(),
-        headers,
-        body,
-    )
-    .await
-}
-
-async fn count_tokens(
-    State(p): State<Arc<AiProxy>>,
-    Extension(c): Extension<BridgeCaller>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    p.passthrough(
-        c,
-        Upstream::Anthropic,
-        Method::POST,
-        "v1/messages/count_tokens".into(),
-        headers,
-        body,
-    )
-    .await
-}
-
-async fn brave(
-    State(p): State<Arc<AiProxy>>,
-    Extension(c): Extension<BridgeCaller>,
-    Path(path): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let path_and_query = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    p.brave(c, method, path_and_query, headers, body).await
-}
-
-/// Every proxy answer carries `X-Rigbox-Request-Id`; metered routes set their hold's ID, the
-/// others get a fresh one here.
-async fn request_id(mut resp: Response) -> Response {
+/// Sets a fresh `X-Rigbox-Request-Id` on an answer that has none.
+fn with_request_id(mut resp: Response) -> Response {
     if !resp.headers().contains_key(proxy::X_RIGBOX_REQUEST_ID) {
         if let Ok(v) = axum::http::HeaderValue::from_str(&proxy::new_request_id()) {
             resp.headers_mut().insert(proxy::X_RIGBOX_REQUEST_ID, v);
@@ -291,11 +243,11 @@ async fn request_id(mut resp: Response) -> Response {
     resp
 }
 
-async fn not_found(method: Method, uri: Uri) -> Response {
+fn not_found(method: &Method, path: &str) -> Response {
     GatewayError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        format!("The AI proxy has no route {method} {}.", uri.path()),
+        format!("The AI proxy has no route {method} {path}."),
     )
     .into_response()
 }

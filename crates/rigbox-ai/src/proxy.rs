@@ -87,6 +87,23 @@ pub struct ModelRoute {
 }
 
 impl ModelRoute {
+    /// Every metered route.
+    pub(crate) const ALL: [ModelRoute; 5] = [
+        ModelRoute::new(Flavor::Chat, "chat/completions", "/v1/chat/completions"),
+        ModelRoute::new(Flavor::Completions, "completions", "/v1/completions"),
+        ModelRoute::new(Flavor::Responses, "responses", "/v1/responses"),
+        ModelRoute::new(Flavor::Embeddings, "embeddings", "/v1/embeddings"),
+        ModelRoute::new(Flavor::Messages, "messages", "/v1/messages"),
+    ];
+
+    const fn new(flavor: Flavor, path: &'static str, endpoint: &'static str) -> Self {
+        ModelRoute {
+            flavor,
+            path,
+            endpoint,
+        }
+    }
+
     fn upstream(self) -> Upstream {
         if self.flavor == Flavor::Messages {
             Upstream::Anthropic

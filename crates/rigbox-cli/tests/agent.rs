@@ -92,13 +92,14 @@ async fn bridge_with(ws: WorkspaceId, first: AgentConfig) -> Bridge {
         leases: Arc::new(move |ip| (ip == Ipv4Addr::LOCALHOST).then(|| owner.clone())),
         guest: guest.clone(),
         link: Arc::new(FakeLink(first)),
+        direct: None,
         upstream: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let task = tokio::spawn(bridge::serve(listener, bridge::router(state)));
+    let task = tokio::spawn(bridge::serve(listener, state));
     Bridge {
         url,
         guest,

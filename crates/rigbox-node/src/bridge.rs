@@ -4,30 +4,37 @@
 //! §2): nothing the caller sends (headers, body, path, `workspace.json`) takes part, and an
 //! address without a lease gets 403 `unknown_workspace`. Credential headers (`Authorization`,
 //! `Proxy-Authorization`, `Cookie`) are removed before any handler runs, so nothing behind the
-//! bridge can use or log them. Identified requests carry a [`BridgeCaller`] extension.
+//! bridge can use or log them.
 //!
-//! The bridge itself serves the guest agent's endpoints (`/rig/v1/agent/config` by long poll and
-//! `/rig/v1/agent/report`) from the node's [`GuestChannel`]; everything else is handed to an
-//! upstream router (the control plane's workspace-scoped `/rig/v1` API, later the AI proxy).
-//! Errors use the control-plane envelope `{"error":{"code","message","details"}}` with
+//! A [`Direct`] service (the AI proxy) takes the paths it claims first, called with the
+//! [`BridgeCaller`]. The bridge itself serves the guest agent's endpoints
+//! (`/rig/v1/agent/config` by long poll and `/rig/v1/agent/report`) from the node's
+//! [`GuestChannel`]; everything else is handed to an upstream router (the control plane's
+//! workspace-scoped `/rig/v1` API), the caller as a [`BridgeCaller`] extension. The bridge's
+//! errors use the control-plane envelope `{"error":{"code","message","details"}}` with
 //! `details.request_id`, and every response carries `X-Request-Id`.
 
 use crate::guest::GuestChannel;
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use rigbox_types::agent::{AgentReport, BridgeCaller};
 use rigbox_types::node::ControlLink;
 use rigbox_types::{ErrorBody, ErrorDetail, WorkspaceId};
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt;
 
 /// Longest long poll a caller may ask for (`wait`, seconds).
 pub const MAX_WAIT_SECS: u64 = 30;
@@ -45,10 +52,26 @@ pub struct BridgeState {
     pub guest: Arc<GuestChannel>,
     /// Where a configuration comes from when the channel has none (e.g. after a node restart).
     pub link: Arc<dyn ControlLink>,
+    /// Serves the paths it claims ahead of everything else (the AI proxy); see [`Direct`].
+    pub direct: Option<Direct>,
     /// Serves the rest of the bridge (`/rig/v1/whoami`, `/rig/v1/workspace`, …); requests reach
     /// it identified and without credential headers. `None`: everything else is 404.
     pub upstream: Option<Router>,
 }
+
+/// A service the bridge calls directly for the paths it claims, before its own routes and
+/// without a router's layers: the AI proxy, on the path of every AI call (bench/ai-proxy).
+/// Requests reach it identified and without credential headers; an answer without
+/// `X-Request-Id` gets one.
+#[derive(Clone)]
+pub struct Direct {
+    /// Whether a path is the service's (its routes and its own 404s).
+    pub claims: fn(&str) -> bool,
+    pub call: Arc<dyn Fn(BridgeCaller, Request) -> BoxResponse + Send + Sync>,
+}
+
+/// A direct service's answer to come.
+pub type BoxResponse = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
 
 tokio::task_local! {
     /// The ID of the request being served, repeated in error bodies.
@@ -97,55 +120,90 @@ fn peer_v4(addr: SocketAddr) -> Option<Ipv4Addr> {
     }
 }
 
-/// What every request goes through first (one layer: each costs an allocation or two per
-/// request): it gets an ID (`X-Request-Id`, and `details.request_id` in errors; an upstream
-/// that sets its own header keeps it, so the header always matches the body), and its caller
-/// is resolved from the connection alone, credential headers dropped.
-async fn enter(
-    State(st): State<Arc<BridgeState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let id = uuid::Uuid::new_v4().to_string();
-    let mut resp = REQUEST_ID
-        .scope(id.clone(), identify(&st, peer, req, next))
-        .await;
-    if !resp.headers().contains_key("x-request-id") {
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert("x-request-id", v);
+/// The bridge's connections and what serves their requests.
+struct Bridge {
+    st: Arc<BridgeState>,
+    router: Router,
+}
+
+impl Bridge {
+    /// What every request goes through first: its caller is resolved from the connection alone
+    /// and credential headers are dropped; then the direct service takes the paths it claims and
+    /// the router the rest. Every answer carries `X-Request-Id` (repeated as
+    /// `details.request_id` in the bridge's errors; an answer that sets its own keeps it, so the
+    /// header always matches the body).
+    async fn handle(&self, peer: SocketAddr, mut req: Request) -> Response {
+        let caller = identify(&self.st, peer);
+        let headers = req.headers_mut();
+        headers.remove(header::AUTHORIZATION);
+        headers.remove(header::PROXY_AUTHORIZATION);
+        headers.remove(header::COOKIE);
+        match (caller, &self.st.direct) {
+            (Some(caller), Some(direct)) if (direct.claims)(req.uri().path()) => {
+                with_request_id((direct.call)(caller, req).await, new_id)
+            }
+            (caller, _) => {
+                let id = new_id();
+                let resp = REQUEST_ID
+                    .scope(id.clone(), self.route(peer, caller, req))
+                    .await;
+                with_request_id(resp, || id)
+            }
+        }
+    }
+
+    /// Hands an identified request to the router; an unknown caller gets 403.
+    async fn route(
+        &self,
+        peer: SocketAddr,
+        caller: Option<BridgeCaller>,
+        mut req: Request,
+    ) -> Response {
+        let Some(caller) = caller else {
+            let path = req.uri().path();
+            tracing::debug!(peer = %peer, path, "bridge request without a lease");
+            let message = "This address holds no workspace lease on this node.";
+            if path.starts_with("/v1/") || path.starts_with("/brave/") {
+                // The AI proxy's routes answer in the gateway envelope (bridge-and-ai.md §11).
+                let body = serde_json::json!({"error": {"code": "unknown_workspace", "message": message,
+                    "type": "rigbox_gateway_error", "param": null}});
+                return (StatusCode::FORBIDDEN, Json(body)).into_response();
+            }
+            return error(StatusCode::FORBIDDEN, "unknown_workspace", message);
+        };
+        req.extensions_mut().insert(caller);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        match self.router.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Sets `X-Request-Id` to `id()` unless the answer has one.
+fn with_request_id(mut resp: Response, id: impl FnOnce() -> String) -> Response {
+    if !resp.headers().contains_key(X_REQUEST_ID) {
+        if let Ok(v) = HeaderValue::from_str(&id()) {
+            resp.headers_mut().insert(X_REQUEST_ID, v);
         }
     }
     resp
 }
 
-/// Resolves the caller from the connection alone and drops credential headers.
-async fn identify(st: &BridgeState, peer: SocketAddr, mut req: Request, next: Next) -> Response {
-    let caller = peer_v4(peer).and_then(|ip| {
-        (st.leases)(ip).map(|workspace_id| BridgeCaller {
-            workspace_id,
-            node_id: st.node_id.clone(),
-            ip,
-        })
-    });
-    let Some(caller) = caller else {
-        let path = req.uri().path();
-        tracing::debug!(peer = %peer, path, "bridge request without a lease");
-        let message = "This address holds no workspace lease on this node.";
-        if path.starts_with("/v1/") || path.starts_with("/brave/") {
-            // The AI proxy's routes answer in the gateway envelope (bridge-and-ai.md §11).
-            let body = serde_json::json!({"error": {"code": "unknown_workspace", "message": message,
-                "type": "rigbox_gateway_error", "param": null}});
-            return (StatusCode::FORBIDDEN, Json(body)).into_response();
-        }
-        return error(StatusCode::FORBIDDEN, "unknown_workspace", message);
-    };
-    let headers = req.headers_mut();
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::COOKIE);
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+/// The workspace holding the lease of the connection's source address on this node.
+fn identify(st: &BridgeState, peer: SocketAddr) -> Option<BridgeCaller> {
+    let ip = peer_v4(peer)?;
+    (st.leases)(ip).map(|workspace_id| BridgeCaller {
+        workspace_id,
+        node_id: st.node_id.clone(),
+        ip,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,9 +299,8 @@ async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response
     )
 }
 
-/// The bridge's router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
-/// (as [`serve`] does): identity comes from the connection.
-pub fn router(state: BridgeState) -> Router {
+/// The bridge's own routes (the guest agent's), then the upstream router.
+fn router(state: BridgeState) -> Router {
     let agent = Router::new()
         .route("/rig/v1/agent/config", get(agent_config))
         .route("/rig/v1/agent/report", post(agent_report))
@@ -253,39 +310,49 @@ pub fn router(state: BridgeState) -> Router {
         Some(up) => agent.fallback_service(up),
         None => agent.fallback(not_found),
     };
-    app.layer(axum::middleware::from_fn_with_state(
-        Arc::new(state.clone()),
-        enter,
-    ))
-    .with_state(state)
+    app.with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish
-/// (a long poll lasts at most [`MAX_WAIT_SECS`]).
-pub async fn serve_until(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let svc = router.into_make_service_with_connect_info::<SocketAddr>();
-    // Without TCP_NODELAY a write after a response head waits for the client's delayed ACK
-    // (~40 ms): streamed AI tokens would be held back.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+/// Serves the bridge of `state` on `listener` until the task is dropped or aborted.
+///
+/// Connections are served by hyper directly (HTTP/1.1, or HTTP/2 with prior knowledge), each
+/// request handed to [`BridgeState::direct`] or the router without layers in between: the AI
+/// proxy's calls all pass here.
+pub async fn serve(listener: tokio::net::TcpListener, state: BridgeState) {
+    let bridge = Arc::new(Bridge {
+        router: router(state.clone()),
+        st: Arc::new(state),
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, most likely: let connections end before the next.
+                tracing::warn!(error = %e, "bridge accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Without TCP_NODELAY a write after a response head waits for the client's delayed ACK
+        // (~40 ms): streamed AI tokens would be held back.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a bridge connection");
         }
-    });
-    if let Err(e) = axum::serve(listener, svc)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "bridge service failed");
+        let bridge = bridge.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let bridge = bridge.clone();
+            async move { Ok::<_, Infallible>(bridge.handle(peer, req.map(Body::new)).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), svc)
+            .into_owned();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "bridge connection ended with an error");
+            }
+        });
     }
-}
-
-/// Serves `router` on `listener` until the task is dropped or aborted.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
-    serve_until(listener, router, std::future::pending()).await
 }
 
 #[cfg(test)]

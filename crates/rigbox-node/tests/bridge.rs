@@ -2,6 +2,7 @@
 //! IPv4-mapped), credential headers dropped before the upstream, the agent's long poll and
 //! report, and the error envelope for everything that goes wrong.
 
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use rigbox_node::bridge::{self, BridgeState};
@@ -65,23 +66,39 @@ impl ControlLink for FakeLink {
     }
 }
 
-/// An upstream that shows what reached it: the caller and the credential headers.
+/// What reached a service behind the bridge: the caller and the credential headers.
+fn echo(served_by: &str, c: &BridgeCaller, headers: &axum::http::HeaderMap) -> Json<Value> {
+    Json(json!({
+        "served_by": served_by,
+        "workspace_id": c.workspace_id.as_str(),
+        "node_id": c.node_id,
+        "ip": c.ip.to_string(),
+        "authorization": headers.contains_key("authorization"),
+        "cookie": headers.contains_key("cookie"),
+        "proxy_authorization": headers.contains_key("proxy-authorization"),
+    }))
+}
+
+/// An upstream router that shows what reached it.
 fn upstream() -> Router {
     Router::new().route(
         "/rig/v1/echo",
         get(
             |Extension(c): Extension<BridgeCaller>, headers: axum::http::HeaderMap| async move {
-                Json(json!({
-                    "workspace_id": c.workspace_id.as_str(),
-                    "node_id": c.node_id,
-                    "ip": c.ip.to_string(),
-                    "authorization": headers.contains_key("authorization"),
-                    "cookie": headers.contains_key("cookie"),
-                    "proxy_authorization": headers.contains_key("proxy-authorization"),
-                }))
+                echo("router", &c, &headers)
             },
         ),
     )
+}
+
+/// A direct service claiming `/direct/*` that shows what reached it.
+fn direct() -> bridge::Direct {
+    bridge::Direct {
+        claims: |path| path.starts_with("/direct/"),
+        call: Arc::new(|c, req| {
+            Box::pin(async move { echo("direct", &c, req.headers()).into_response() })
+        }),
+    }
 }
 
 struct Bridge {
@@ -113,11 +130,12 @@ async fn bridge_on(bind: &str, with_upstream: bool) -> Bridge {
         leases: Arc::new(move |ip| (ip == Ipv4Addr::LOCALHOST).then(|| owner.clone())),
         guest: guest.clone(),
         link: link.clone(),
+        direct: Some(direct()),
         upstream: with_upstream.then(upstream),
     };
     let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let task = tokio::spawn(bridge::serve(listener, bridge::router(state)));
+    let task = tokio::spawn(bridge::serve(listener, state));
     Bridge {
         url: format!("http://127.0.0.1:{port}"),
         ws,
@@ -184,10 +202,30 @@ async fn callers_are_known_by_their_address_only() {
     assert_eq!(v["authorization"], false);
     assert_eq!(v["cookie"], false);
     assert_eq!(v["proxy_authorization"], false);
+    assert_eq!(v["served_by"], "router");
+
+    // So does the direct service, for the paths it claims, ahead of the router.
+    let r = http
+        .get(format!("{}/direct/echo", b.url))
+        .header("Authorization", "Bearer rb_someone-elses-key")
+        .header("Proxy-Authorization", "Basic eDp5")
+        .header("Cookie", "rigbox_session=rbs_x")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let v = json_of(r).await;
+    assert_eq!(v["served_by"], "direct");
+    assert_eq!(v["workspace_id"], b.ws.as_str());
+    assert_eq!(v["ip"], "127.0.0.1");
+    assert_eq!(v["authorization"], false);
+    assert_eq!(v["cookie"], false);
+    assert_eq!(v["proxy_authorization"], false);
 
     // Another address holds no lease: 403 whatever it sends, on every path.
     let stranger = client_from(Ipv4Addr::new(127, 0, 0, 2));
-    for path in ["/rig/v1/echo", "/rig/v1/agent/config"] {
+    for path in ["/rig/v1/echo", "/rig/v1/agent/config", "/direct/echo"] {
         let r = stranger
             .get(format!("{}{path}", b.url))
             .header("Authorization", "Bearer rb_a-valid-looking-key")

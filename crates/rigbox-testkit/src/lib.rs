@@ -212,13 +212,14 @@ pub async fn loopback_bridge(
         }),
         guest,
         link: std::sync::Arc::new(rigbox_control::app::lifecycle::LocalLink(app.clone())),
+        direct: None,
         upstream: Some(rigbox_control::http::rig_v1::router(app)),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the bridge");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(bridge::serve(listener, bridge::router(state)));
+    tokio::spawn(bridge::serve(listener, state));
     url
 }
 

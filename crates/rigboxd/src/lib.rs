@@ -444,12 +444,16 @@ impl Platform {
                 }),
                 guest: guest.clone(),
                 link: link.clone(),
-                upstream: Some(ai.router(rigbox_control::http::rig_v1::router(app.clone()))),
+                direct: Some(rigbox_node::bridge::Direct {
+                    claims: rigbox_ai::AiProxy::claims,
+                    call: {
+                        let ai = ai.clone();
+                        Arc::new(move |caller, req| Box::pin(ai.clone().serve(caller, req)))
+                    },
+                }),
+                upstream: Some(rigbox_control::http::rig_v1::router(app.clone())),
             };
-            tokio::spawn(rigbox_node::bridge::serve(
-                listener,
-                rigbox_node::bridge::router(state),
-            ))
+            tokio::spawn(rigbox_node::bridge::serve(listener, state))
         });
 
         let (shutdown_tx, _) = tokio::sync::watch::channel(false);

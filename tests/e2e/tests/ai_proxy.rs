@@ -107,6 +107,10 @@ async fn gateway_error(r: reqwest::Response, status: u16, code: &str) -> Value {
         r.headers().contains_key("x-rigbox-request-id"),
         "every proxy answer has a request ID"
     );
+    assert!(
+        r.headers().contains_key("x-request-id"),
+        "every bridge answer has X-Request-Id"
+    );
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"]["code"], code, "{v}");
     assert_eq!(v["error"]["type"], "rigbox_gateway_error", "{v}");
@@ -347,6 +351,16 @@ async fn the_proxys_own_errors_and_relayed_upstream_errors_charge_nothing() {
         .is_some_and(|m| m.contains("nobody/unpriced")));
     let r = env.post("/v1/nothing-here", json!({}), &[]).await;
     gateway_error(r, 404, "not_found").await;
+    // A route asked with another method is no route either, in the same envelope.
+    for path in ["/v1/chat/completions", "/v1/messages/count_tokens", "/v1"] {
+        let r = env.vm.get(url(path)).send().await.expect("answer");
+        let v = gateway_error(r, 404, "not_found").await;
+        assert_eq!(
+            v["error"]["message"],
+            format!("The AI proxy has no route GET {path}."),
+            "{v}"
+        );
+    }
     let r = env
         .vm
         .get(url("/brave/res/v1/web/search?q=rust"))
