@@ -17,7 +17,8 @@
 //! - [`subject`]: per-subject attribution, budgets and rates;
 //! - `proxy`: the pipeline.
 //!
-//! It talks to the upstreams over HTTP(S) (`upstream`: hyper's pooled client, rustls) and to
+//! It talks to the upstreams over HTTP(S) (`upstream`: HTTP/1.1 connections of its own, each
+//! driven by the request using it; rustls) and to
 //! the wallet through the trait; it never logs prompts, outputs, search terms or keys.
 
 mod body;
