@@ -1,10 +1,11 @@
 //! The request pipeline (bridge-and-ai.md §6): identify, parse, price, reserve, rewrite,
 //! forward, relay while metering, settle exactly once.
 //!
-//! Everything after admission runs in a task of its own that owns the hold: the handler only
-//! waits for the response head. A client that leaves (even before the head) drops the
-//! handler, never the task, so every hold is settled or released by the task that made it; if
-//! the process dies instead, the reconciler settles the orphan on the next start.
+//! A request is admitted and relayed in the task of its connection, but a client that leaves
+//! (even before the head) does not cut it short: the unfinished work moves to a task of its own
+//! ([`Detach`]), so every hold is settled or released by the code that made it. A stream's
+//! events are relayed by a task of their own once its head is out. If the process dies
+//! instead, the reconciler settles the orphan on the next start.
 
 use crate::body::Fields;
 use crate::error::GatewayError;
@@ -21,9 +22,11 @@ use rigbox_types::agent::BridgeCaller;
 use rigbox_types::wallet::{Account, Admission, Charge, Committed, Hold};
 use serde_json::Value;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on in either direction, and the body
@@ -113,7 +116,7 @@ impl ModelRoute {
     }
 }
 
-/// What the handler is waiting for: the response head (with its body), or an error.
+/// A request's answer: the response head (with its body), or an error.
 type Head = Result<Response, GatewayError>;
 
 /// A request ID (`X-Rigbox-Request-Id`, the hold's and the ledger's key): a UUIDv7, time-ordered,
@@ -139,6 +142,43 @@ async fn beside_commit<T>(
         Err(e) => {
             tracing::error!(request_id, error = %e, "cannot commit a hold");
             Err(GatewayError::internal())
+        }
+    }
+}
+
+/// A future run in the task awaiting it, moved to a task of its own if that task stops waiting
+/// (the client left): it always runs to its end, so whatever it holds (a hold in the wallet)
+/// is settled or released by it, as if spawned, without a task per request.
+struct Detach<F: Future<Output = Head> + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future<Output = Head> + Send + 'static> Detach<F> {
+    fn new(f: F) -> Self {
+        Detach(Some(Box::pin(f)))
+    }
+}
+
+impl<F: Future<Output = Head> + Send + 'static> Future for Detach<F> {
+    type Output = Head;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Head> {
+        let Some(f) = self.0.as_mut() else {
+            return Poll::Ready(Err(GatewayError::internal()));
+        };
+        let out = f.as_mut().poll(cx);
+        if out.is_ready() {
+            self.0 = None;
+        }
+        out
+    }
+}
+
+impl<F: Future<Output = Head> + Send + 'static> Drop for Detach<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            // Outside a runtime (the process is ending) the reconciler settles the hold.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(f);
+            }
         }
     }
 }
@@ -358,8 +398,8 @@ impl AiProxy {
         })
     }
 
-    /// A metered model route (§6 steps 1–8). Admission and everything after it run in a task
-    /// of their own: a client that leaves mid-admission cannot strand a hold it just made.
+    /// A metered model route (§6 steps 1–8). Admission and everything after it run to their
+    /// end even when the client leaves (see [`Detach`]): a hold is never stranded.
     pub(crate) async fn model_request(
         self: Arc<Self>,
         route: ModelRoute,
@@ -368,26 +408,17 @@ impl AiProxy {
         body: Body,
     ) -> Response {
         let request_id = new_request_id();
-        let (tx, rx) = oneshot::channel();
         let id = request_id.clone();
-        tokio::spawn(async move {
-            match self
-                .clone()
+        let job = Detach::new(async move {
+            let (job, req, committed) = self
                 .admit_model(route, &caller, &headers, body, &id)
-                .await
-            {
-                Ok((job, req, committed)) => job.run(req, committed, tx).await,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
+                .await?;
+            job.run(req, committed).await
         });
-        let err = match rx.await {
-            Ok(Ok(resp)) => return resp,
-            Ok(Err(e)) => e,
-            Err(_) => GatewayError::internal(),
-        };
-        with_request_id(err.into_response(), &request_id)
+        match job.await {
+            Ok(resp) => resp,
+            Err(e) => with_request_id(e.into_response(), &request_id),
+        }
     }
 
     async fn admit_model(
@@ -800,18 +831,13 @@ impl Job {
     }
 
     /// Forwards `req` while the hold commits (`committed`), then relays the answer.
-    async fn run(self, req: upstream::Request, committed: Committed, head: oneshot::Sender<Head>) {
+    async fn run(self, req: upstream::Request, committed: Committed) -> Head {
         let p = self.proxy.clone();
-        let resp = match beside_commit(&self.request_id, p.send(req), committed).await {
+        let resp = match beside_commit(&self.request_id, p.send(req), committed).await? {
+            Ok(r) => r,
             Err(e) => {
-                let _ = head.send(Err(e));
-                return;
-            }
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
                 p.release(&self.request_id).await;
-                let _ = head.send(Err(e));
-                return;
+                return Err(e);
             }
         };
         if !resp.status().is_success() {
@@ -819,20 +845,23 @@ impl Job {
             let (upstream_head, body) = resp.into_parts();
             let bytes = upstream::read_all(body).await.unwrap_or_default();
             p.release(&self.request_id).await;
-            let r = relayed(&upstream_head, &self.request_id, None, Body::from(bytes));
-            let _ = head.send(Ok(r));
-            return;
+            return Ok(relayed(
+                &upstream_head,
+                &self.request_id,
+                None,
+                Body::from(bytes),
+            ));
         }
         let is_sse = header_str(resp.headers(), "content-type")
             .is_some_and(|c| c.starts_with("text/event-stream"));
         if self.stream || is_sse {
-            self.relay_stream(resp, head).await;
+            Ok(self.relay_stream(resp))
         } else {
-            self.relay_body(resp, head).await;
+            self.relay_body(resp).await
         }
     }
 
-    async fn relay_body(self, resp: upstream::Response, head: oneshot::Sender<Head>) {
+    async fn relay_body(self, resp: upstream::Response) -> Head {
         let p = self.proxy.clone();
         let (upstream_head, body) = resp.into_parts();
         let bytes = match upstream::read_all(body).await {
@@ -841,8 +870,7 @@ impl Job {
                 // The head arrived, the body broke: the upstream may have done the work.
                 tracing::warn!(request_id = %self.request_id, error = %e, "upstream body broke");
                 p.settle(self.charge(None, false, 0));
-                let _ = head.send(Err(upstream_unreachable()));
-                return;
+                return Err(upstream_unreachable());
             }
         };
         let pricer = self.pricer();
@@ -850,31 +878,40 @@ impl Job {
         let charge = self.charge(usage, true, chars);
         let micro = charge.cost_micro;
         p.settle(charge);
-        let r = relayed(
+        Ok(relayed(
             &upstream_head,
             &self.request_id,
             Some(micro),
             Body::from(body),
-        );
-        let _ = head.send(Ok(r));
+        ))
     }
 
-    async fn relay_stream(self, resp: upstream::Response, head: oneshot::Sender<Head>) {
-        let p = self.proxy.clone();
+    /// The streamed answer, its events relayed (and metered) by a task of their own as they
+    /// arrive.
+    fn relay_stream(self, resp: upstream::Response) -> Response {
         let (tx, rx) = mpsc::channel::<Bytes>(32);
         let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv()
                 .await
                 .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
         }));
-        let (upstream_head, mut resp) = resp.into_parts();
+        let (upstream_head, resp) = resp.into_parts();
         let r = relayed(&upstream_head, &self.request_id, None, body);
-        let mut client = head.send(Ok(r)).is_ok();
+        tokio::spawn(self.pump(resp, tx));
+        r
+    }
+
+    /// Relays a stream's events to `tx` while metering them, and settles once. A client that
+    /// left (`tx` closed) is not waited for: the stream is drained for up to the drain timeout
+    /// to learn its usage.
+    async fn pump(self, mut resp: upstream::Body, tx: mpsc::Sender<Bytes>) {
+        let p = self.proxy.clone();
+        let mut client = true;
         let pricer = self.pricer();
         let mut meter = StreamMeter::new(self.flavor);
         let idle = Duration::from_secs(p.cfg.upstream_timeout_seconds);
         let drain = Duration::from_secs(p.cfg.drain_timeout_seconds);
-        let mut drain_until: Option<Instant> = (!client).then(|| Instant::now() + drain);
+        let mut drain_until: Option<Instant> = None;
         // The settlement is queued as soon as the stream's usage is final (before the end
         // marker goes out: a client that saw the end sees its charge).
         let mut settled = false;

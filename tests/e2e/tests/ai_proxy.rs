@@ -669,6 +669,49 @@ async fn a_hundred_streams_dropped_at_random_points_are_each_settled_once() {
     env.assert_books_balance().await;
 }
 
+/// A client that leaves before the answer's head: the proxy still reads the answer and charges
+/// what the upstream reported, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_the_answer_is_charged_what_the_upstream_reported() {
+    let env = start().await;
+    for _ in 0..5 {
+        let req = env
+            .vm
+            .post(format!("{}/v1/chat/completions", env.bridge))
+            .header("x-fake-scenario", "headers_delay_ms=400")
+            .json(&chat("openai/gpt-4o"))
+            .send();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), req)
+                .await
+                .is_err(),
+            "the client left before the answer"
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = env.credits().await;
+        if c["reserved_micro"] == 0 && env.charges().await.len() == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "holds still open: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let charges = env.charges().await;
+    let ids: std::collections::HashSet<_> =
+        charges.iter().map(|c| c["request_id"].clone()).collect();
+    assert_eq!(ids.len(), 5, "no request charged twice");
+    assert!(
+        charges.iter().all(|c| c["estimated"] == false),
+        "the upstream's usage was read: {charges:?}"
+    );
+    assert_eq!(env.fake.reported().len(), 5);
+    env.assert_books_balance().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_killed_mid_stream_settles_the_hold_once_after_restart() {
     let fake = FakeAi::start().await;
