@@ -116,6 +116,9 @@ impl AiProxy {
     /// Serves a request on one of the proxy's paths ([`AiProxy::claims`]) from an identified
     /// caller whose credential headers the bridge dropped. Every answer carries
     /// `X-Rigbox-Request-Id`: metered routes set their hold's ID, the others get a fresh one.
+    ///
+    /// The other routes' futures are boxed: this future is moved whole into the bridge's box
+    /// on every request, so it is only as large as a metered route needs.
     pub async fn serve(self: Arc<Self>, caller: BridgeCaller, req: Request) -> Response {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
@@ -127,24 +130,24 @@ impl AiProxy {
                 not_found(&parts.method, path)
             }
         } else if path == "/v1/models" && matches!(parts.method, Method::GET | Method::HEAD) {
-            self.passthrough(
+            Box::pin(self.passthrough(
                 caller,
                 Upstream::OpenRouter,
                 Method::GET,
                 "models".into(),
                 parts.headers,
                 body,
-            )
+            ))
             .await
         } else if path == "/v1/messages/count_tokens" && parts.method == Method::POST {
-            self.passthrough(
+            Box::pin(self.passthrough(
                 caller,
                 Upstream::Anthropic,
                 Method::POST,
                 "v1/messages/count_tokens".into(),
                 parts.headers,
                 body,
-            )
+            ))
             .await
         } else if let Some(rest) = path
             .strip_prefix("/brave/")
@@ -155,8 +158,7 @@ impl AiProxy {
                 Some(q) => format!("{rest}?{q}"),
                 None => rest.to_owned(),
             };
-            self.brave(caller, parts.method, path_and_query, parts.headers, body)
-                .await
+            Box::pin(self.brave(caller, parts.method, path_and_query, parts.headers, body)).await
         } else {
             not_found(&parts.method, path)
         };

@@ -145,7 +145,8 @@ impl Bridge {
             (caller, _) => {
                 let id = new_id();
                 let resp = REQUEST_ID
-                    .scope(id.clone(), self.route(peer, caller, req))
+                    // Boxed: the router's future is large and the direct path is the hot one.
+                    .scope(id.clone(), Box::pin(self.route(peer, caller, req)))
                     .await;
                 with_request_id(resp, || id)
             }
