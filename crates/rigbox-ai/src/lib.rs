@@ -166,15 +166,20 @@ impl AiProxy {
     }
 
     /// Settles orphaned holds now, then every five minutes; refreshes prices from the
-    /// upstream model list at start and hourly when `price_refresh` is on.
+    /// upstream model list at start and hourly when `price_refresh` is on; closes idle upstream
+    /// connections that expired or that their upstream closed, every 30 s.
     pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let p = self.clone();
         tokio::spawn(async move {
             let mut reconcile = tokio::time::interval(Duration::from_secs(300));
             let mut refresh = tokio::time::interval(Duration::from_secs(3600));
+            let mut sweep = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tokio::select! {
                     _ = reconcile.tick() => p.reconcile().await,
+                    _ = sweep.tick() => {
+                        p.http.sweep();
+                    }
                     _ = refresh.tick(), if p.cfg.price_refresh && p.targets.openrouter.is_some() => {
                         p.refresh_prices().await
                     }

@@ -117,6 +117,17 @@ impl Pool {
         idle.pop().map(|i| i.conn)
     }
 
+    /// Closes the idle connections that expired or ended (their upstream closed them); returns
+    /// how many stay.
+    fn sweep(&self) -> usize {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, idle) in all.iter_mut() {
+            idle.retain_mut(|i| i.since.elapsed() < IDLE_TIMEOUT && !i.conn.poll_ended(&mut cx));
+        }
+        all.iter().map(|(_, idle)| idle.len()).sum()
+    }
+
     fn put(&self, key: Key, conn: Conn) {
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let idle = match all.iter().position(|(k, _)| *k == key) {
@@ -182,6 +193,12 @@ impl Client {
                 Err((_, e)) => return Err(e),
             }
         }
+    }
+
+    /// Closes idle connections that expired or that their upstream closed: otherwise they are
+    /// only noticed when next taken, and hold their sockets until then.
+    pub(crate) fn sweep(&self) -> usize {
+        self.pool.sweep()
     }
 
     async fn connect(&self, uri: &http::Uri) -> Result<Conn, Error> {
@@ -402,6 +419,8 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
         assert_eq!(lines.lock().expect("lines").len(), 3);
+        // The last one, closed by the upstream while idle, is closed by the sweep too.
+        assert_eq!(client.sweep(), 0);
     }
 
     /// HTTPS upstreams go through TLS with Mozilla's roots: a certificate no public CA signed is
