@@ -67,6 +67,7 @@ pub struct BridgeState {
 pub struct Direct {
     /// Whether a path is the service's (its routes and its own 404s).
     pub claims: fn(&str) -> bool,
+    /// Serves a request of the caller's on a claimed path.
     pub call: Arc<dyn Fn(BridgeCaller, Request) -> BoxResponse + Send + Sync>,
 }
 

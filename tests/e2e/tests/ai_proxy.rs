@@ -77,6 +77,22 @@ impl Env {
         c
     }
 
+    /// Waits until no hold is open and at least `charges` charges are in the ledger.
+    async fn wait_settled(&self, charges: usize, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let c = self.credits().await;
+            if c["reserved_micro"] == 0 && self.charges().await.len() >= charges {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "holds still open: {c}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Balance = the sum of the whole ledger, and nothing is held.
     async fn assert_books_balance(&self) {
         let (code, l) = self.user.get("/users/me/credits/ledger?limit=200").await;
@@ -640,18 +656,7 @@ async fn a_hundred_streams_dropped_at_random_points_are_each_settled_once() {
         t.await.expect("client task");
     }
     // Every stream is drained upstream and settled; wait for the last holds.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let c = env.credits().await;
-        if c["reserved_micro"] == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "holds still open: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.wait_settled(0, Duration::from_secs(60)).await;
     // Every request that reached the upstream was charged exactly once (a client gone before
     // its request was admitted cost nothing and reached nobody).
     let charges = env.charges().await;
@@ -688,19 +693,9 @@ async fn a_client_gone_before_the_answer_is_charged_what_the_upstream_reported()
             "the client left before the answer"
         );
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let c = env.credits().await;
-        if c["reserved_micro"] == 0 && env.charges().await.len() == 5 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "holds still open: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_settled(5, Duration::from_secs(20)).await;
     let charges = env.charges().await;
+    assert_eq!(charges.len(), 5, "{charges:?}");
     let ids: std::collections::HashSet<_> =
         charges.iter().map(|c| c["request_id"].clone()).collect();
     assert_eq!(ids.len(), 5, "no request charged twice");
