@@ -82,11 +82,15 @@ impl Conn {
     }
 }
 
-/// Where a connection goes: `https` or not, and `host:port`.
+/// Where a connection goes (`https` or not, and `host:port`), and the thread that made it.
+/// A connection's socket belongs to the runtime it was made in, whose I/O driver alone wakes
+/// whoever waits on it: a bridge thread's runtime (one per thread) takes its own connections
+/// only, so no request waits on another thread's driver.
 #[derive(Clone, PartialEq, Eq)]
 struct Key {
     https: bool,
     authority: Option<http::uri::Authority>,
+    thread: std::thread::ThreadId,
 }
 
 impl Key {
@@ -94,6 +98,7 @@ impl Key {
         Key {
             https: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
             authority: uri.authority().cloned(),
+            thread: std::thread::current().id(),
         }
     }
 }
@@ -103,7 +108,7 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle connections by upstream (a proxy has at most three).
+/// Idle connections by upstream (a proxy has at most three) and thread.
 #[derive(Default)]
 struct Pool(Mutex<Vec<(Key, Vec<Idle>)>>);
 

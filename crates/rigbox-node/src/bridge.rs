@@ -13,6 +13,10 @@
 //! workspace-scoped `/rig/v1` API), the caller as a [`BridgeCaller`] extension. The bridge's
 //! errors use the control-plane envelope `{"error":{"code","message","details"}}` with
 //! `details.request_id`, and every response carries `X-Request-Id`.
+//!
+//! `rigboxd` serves it with [`serve_threads`]: one single-threaded runtime per core, each
+//! accepting from the same socket, so a request never crosses threads; [`serve`] runs it in the
+//! caller's runtime instead (tests).
 
 use crate::guest::GuestChannel;
 use axum::body::Body;
@@ -321,20 +325,33 @@ fn router(state: BridgeState) -> Router {
 /// request handed to [`BridgeState::direct`] or the router without layers in between: the AI
 /// proxy's calls all pass here.
 pub async fn serve(listener: tokio::net::TcpListener, state: BridgeState) {
+    serve_until(listener, state, std::future::pending()).await
+}
+
+/// [`serve`] until `stop` resolves; connections in progress are left to the caller's runtime.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    state: BridgeState,
+    stop: impl Future<Output = ()>,
+) {
     let bridge = Arc::new(Bridge {
         router: router(state.clone()),
         st: Arc::new(state),
     });
     let builder = auto::Builder::new(TokioExecutor::new());
+    let mut stop = std::pin::pin!(stop);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of descriptors, most likely: let connections end before the next.
-                tracing::warn!(error = %e, "bridge accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, most likely: let connections end before the next.
+                    tracing::warn!(error = %e, "bridge accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => return,
         };
         // Without TCP_NODELAY a write after a response head waits for the client's delayed ACK
         // (~40 ms): streamed AI tokens would be held back.
@@ -355,6 +372,75 @@ pub async fn serve(listener: tokio::net::TcpListener, state: BridgeState) {
             }
         });
     }
+}
+
+/// The bridge served by one single-threaded runtime per thread ([`serve_threads`]).
+pub struct BridgeThreads {
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BridgeThreads {
+    /// Stops accepting, drops every connection and waits until the listener is closed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Serves the bridge of `state` on `listener` from `threads` threads, each running a
+/// single-threaded runtime that accepts from the same socket: a connection and every task of
+/// its requests stay on the thread that accepted it. Measured against the multi-thread runtime
+/// (bench/ai-proxy): its work stealing and cross-thread wake-ups cost ~10% of the CPU of a
+/// metered AI request. Tasks a request spawns (a detached AI request, a stream's relay) run on
+/// its thread too.
+pub fn serve_threads(
+    listener: std::net::TcpListener,
+    state: BridgeState,
+    threads: usize,
+) -> std::io::Result<BridgeThreads> {
+    listener.set_nonblocking(true)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let listener = listener.try_clone()?;
+        let state = state.clone();
+        let mut stopped = stopped.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("rigbox-bridge-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let listener = match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(error = %e, "bridge thread cannot listen");
+                                return;
+                            }
+                        };
+                        serve_until(listener, state, async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        })
+                        .await
+                    });
+                    // Dropping the runtime ends its connections and closes the listener.
+                    drop(rt);
+                })?,
+        );
+    }
+    Ok(BridgeThreads {
+        stop,
+        threads: handles,
+    })
 }
 
 #[cfg(test)]

@@ -253,6 +253,55 @@ async fn callers_are_known_by_their_address_only() {
     assert_error(r, 404, "not_found").await;
 }
 
+/// The bridge on threads of its own answers like the one in the caller's runtime, and once
+/// stopped it has closed its socket: the address can be bound again at once (a restart).
+#[tokio::test]
+async fn bridge_threads_serve_and_stop_closing_their_socket() {
+    let b = bridge().await;
+    b.task.abort();
+    let state = BridgeState {
+        node_id: "node-7".into(),
+        leases: {
+            let owner = b.ws.clone();
+            Arc::new(move |ip| (ip == Ipv4Addr::LOCALHOST).then(|| owner.clone()))
+        },
+        guest: b.guest.clone(),
+        link: b.link.clone(),
+        direct: Some(direct()),
+        upstream: Some(upstream()),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let threads = bridge::serve_threads(listener, state, 2).expect("threads");
+    for i in 0..8 {
+        let path = if i % 2 == 0 {
+            "/direct/echo"
+        } else {
+            "/rig/v1/echo"
+        };
+        // A new connection each time: both threads accept.
+        let r = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client")
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200);
+        assert_eq!(json_of(r).await["workspace_id"], b.ws.as_str());
+    }
+    let stranger = client_from(Ipv4Addr::new(127, 0, 0, 2));
+    let r = stranger
+        .get(format!("http://{addr}/direct/echo"))
+        .send()
+        .await
+        .expect("get");
+    assert_error(r, 403, "unknown_workspace").await;
+    threads.stop().await;
+    std::net::TcpListener::bind(addr).expect("the address is free again");
+}
+
 #[tokio::test]
 async fn ipv4_mapped_peers_of_a_dual_stack_socket_are_ipv4() {
     let b = bridge_on("[::]:0", false).await;

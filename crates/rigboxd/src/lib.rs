@@ -308,7 +308,7 @@ pub struct Platform {
     pub data_dir: PathBuf,
     pub vmm: VmmKind,
     link: Arc<dyn ControlLink>,
-    bridge: Option<tokio::task::JoinHandle<()>>,
+    bridge: Option<rigbox_node::bridge::BridgeThreads>,
     /// Where the bridge service listens (`172.16.0.1:9090` in the node namespace, or loopback
     /// with `[sim] bridge_port`).
     pub bridge_addr: Option<SocketAddr>,
@@ -453,8 +453,12 @@ impl Platform {
                 }),
                 upstream: Some(rigbox_control::http::rig_v1::router(app.clone())),
             };
-            tokio::spawn(rigbox_node::bridge::serve(listener, state))
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            rigbox_node::bridge::serve_threads(listener.into_std()?, state, threads)
         });
+        let bridge = bridge
+            .transpose()
+            .context("cannot start the bridge's threads")?;
 
         let (shutdown_tx, _) = tokio::sync::watch::channel(false);
         let ingress = net
@@ -534,8 +538,8 @@ impl Platform {
         }
         self.node.stop();
         self.node_task.abort();
-        if let Some(b) = &self.bridge {
-            b.abort();
+        if let Some(b) = self.bridge {
+            b.stop().await;
         }
         self.ai_task.abort();
         if stop_vms {
