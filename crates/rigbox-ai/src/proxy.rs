@@ -149,15 +149,15 @@ async fn beside_commit<T>(
 /// A future run in the task awaiting it, moved to a task of its own if that task stops waiting
 /// (the client left): it always runs to its end, so whatever it holds (a hold in the wallet)
 /// is settled or released by it, as if spawned, without a task per request.
-struct Detach<F: Future<Output = Head> + Send + 'static>(Option<Pin<Box<F>>>);
+struct Detach(Option<Pin<Box<dyn Future<Output = Head> + Send>>>);
 
-impl<F: Future<Output = Head> + Send + 'static> Detach<F> {
-    fn new(f: F) -> Self {
+impl Detach {
+    fn new(f: impl Future<Output = Head> + Send + 'static) -> Self {
         Detach(Some(Box::pin(f)))
     }
 }
 
-impl<F: Future<Output = Head> + Send + 'static> Future for Detach<F> {
+impl Future for Detach {
     type Output = Head;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Head> {
@@ -172,7 +172,7 @@ impl<F: Future<Output = Head> + Send + 'static> Future for Detach<F> {
     }
 }
 
-impl<F: Future<Output = Head> + Send + 'static> Drop for Detach<F> {
+impl Drop for Detach {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
             // Outside a runtime (the process is ending) the reconciler settles the hold.

@@ -113,7 +113,7 @@ struct Idle {
 struct Pool(Mutex<Vec<(Key, Vec<Idle>)>>);
 
 impl Pool {
-    /// The most recently used idle connection to `uri`'s upstream that has not expired.
+    /// The most recently used idle connection of `key` that has not expired.
     fn take(&self, key: &Key) -> Option<Conn> {
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let (_, idle) = all.iter_mut().find(|(k, _)| k == key)?;

@@ -397,7 +397,7 @@ impl BridgeThreads {
 /// Serves the bridge of `state` on `listener` from `threads` threads, each running a
 /// single-threaded runtime that accepts from the same socket: a connection and every task of
 /// its requests stay on the thread that accepted it. Measured against the multi-thread runtime
-/// (bench/ai-proxy): its work stealing and cross-thread wake-ups cost ~10% of the CPU of a
+/// (bench/ai-proxy): its work stealing and cross-thread wake-ups cost ~15% of the CPU of a
 /// metered AI request. Tasks a request spawns (a detached AI request, a stream's relay) run on
 /// its thread too.
 pub fn serve_threads(
