@@ -29,7 +29,8 @@
 # (32), LITELLM_WORKERS (2, one per core), LITELLM=0 (leave LiteLLM out: a quick run of direct
 # and ours while working on the proxy; no ratio to LiteLLM), PROFILE=1 (perf record rigboxd
 # during one extra throughput run of ours and print where its CPU goes; PROFILE_OUT=FILE keeps
-# perf.data), BIN=DIR (run the binaries in DIR, built beforehand, instead of building the
+# perf.data; PROFILE_SCOPE=all records the whole machine instead: the fake upstream and the load
+# generator share its cores with rigboxd), BIN=DIR (run the binaries in DIR, built beforehand, instead of building the
 # checkout: to compare two builds side by side, alternate runs with BIN of each; CARGO_TARGET_DIR
 # alone is no A/B, as the checkout is built into it). For the sides served by rigboxd, each run
 # also reports rigboxd's CPU time and times scheduled onto a CPU per request (all its threads).
@@ -230,8 +231,14 @@ for r in $(seq 1 "$rounds"); do
 done
 
 if [ "$profile" = 1 ]; then
-    echo "profile: perf record of rigboxd during one more throughput run of ours"
-    perf record -F 999 -g -p "$rigboxd_pid" -o "$work/perf.data" -- sleep "$((duration + 1))" 2>/dev/null &
+    if [ "${PROFILE_SCOPE:-rigboxd}" = all ]; then
+        echo "profile: perf record of the whole machine during one more throughput run of ours"
+        scope=(-a)
+    else
+        echo "profile: perf record of rigboxd during one more throughput run of ours"
+        scope=(-p "$rigboxd_pid")
+    fi
+    perf record -F 999 -g "${scope[@]}" -o "$work/perf.data" -- sleep "$((duration + 1))" 2>/dev/null &
     perf_pid=$!
     loadgen ours profile 0 throughput --conns "$conns" --secs "$duration" --warmup-secs 0.5 --body "$body" --expect '"completion_tokens"'
     wait "$perf_pid" || true

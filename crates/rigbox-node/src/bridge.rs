@@ -15,8 +15,8 @@
 //! `details.request_id`, and every response carries `X-Request-Id`.
 //!
 //! `rigboxd` serves it with [`serve_threads`]: one single-threaded runtime per core, each
-//! accepting from the same socket, so a request never crosses threads; [`serve`] runs it in the
-//! caller's runtime instead (tests).
+//! connection on the one serving the fewest, so a request never crosses threads; [`serve`] runs
+//! it in the caller's runtime instead (tests).
 
 use crate::guest::GuestChannel;
 use axum::body::Body;
@@ -129,6 +129,7 @@ fn peer_v4(addr: SocketAddr) -> Option<Ipv4Addr> {
 struct Bridge {
     st: Arc<BridgeState>,
     router: Router,
+    http: auto::Builder<TokioExecutor>,
 }
 
 impl Bridge {
@@ -325,52 +326,54 @@ fn router(state: BridgeState) -> Router {
 /// request handed to [`BridgeState::direct`] or the router without layers in between: the AI
 /// proxy's calls all pass here.
 pub async fn serve(listener: tokio::net::TcpListener, state: BridgeState) {
-    serve_until(listener, state, std::future::pending()).await
+    let bridge = Bridge::new(state);
+    accept_loop(listener, |tcp, peer| {
+        tokio::spawn(bridge.clone().serve_connection(tcp, peer));
+    })
+    .await
 }
 
-/// [`serve`] until `stop` resolves; connections in progress are left to the caller's runtime.
-async fn serve_until(
+/// Accepts connections from `listener` and hands each to `serve`, forever.
+async fn accept_loop(
     listener: tokio::net::TcpListener,
-    state: BridgeState,
-    stop: impl Future<Output = ()>,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr),
 ) {
-    let bridge = Arc::new(Bridge {
-        router: router(state.clone()),
-        st: Arc::new(state),
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut stop = std::pin::pin!(stop);
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, most likely: let connections end before the next.
-                    tracing::warn!(error = %e, "bridge accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => return,
-        };
+        match listener.accept().await {
+            Ok((tcp, peer)) => serve(tcp, peer),
+            Err(e) => {
+                // Out of descriptors, most likely: let connections end before the next.
+                tracing::warn!(error = %e, "bridge accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl Bridge {
+    fn new(state: BridgeState) -> Arc<Self> {
+        Arc::new(Bridge {
+            router: router(state.clone()),
+            st: Arc::new(state),
+            http: auto::Builder::new(TokioExecutor::new()),
+        })
+    }
+
+    /// Serves one connection to its end, in the current runtime.
+    async fn serve_connection(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         // Without TCP_NODELAY a write after a response head waits for the client's delayed ACK
         // (~40 ms): streamed AI tokens would be held back.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a bridge connection");
         }
-        let bridge = bridge.clone();
+        let bridge = self.clone();
         let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let bridge = bridge.clone();
             async move { Ok::<_, Infallible>(bridge.handle(peer, req.map(Body::new)).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), svc)
-            .into_owned();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "bridge connection ended with an error");
-            }
-        });
+        if let Err(e) = self.http.serve_connection(TokioIo::new(tcp), svc).await {
+            tracing::debug!(error = %e, "bridge connection ended with an error");
+        }
     }
 }
 
@@ -394,45 +397,111 @@ impl BridgeThreads {
     }
 }
 
+/// One of [`serve_threads`]' runtimes and how many connections it serves.
+struct Worker {
+    rt: tokio::runtime::Handle,
+    open: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a connection as its worker's while it lives (dropped when it ends, or with the
+/// runtime).
+struct Open(Arc<[Worker]>, usize);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0[self.1]
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Serves the bridge of `state` on `listener` from `threads` threads, each running a
-/// single-threaded runtime that accepts from the same socket: a connection and every task of
-/// its requests stay on the thread that accepted it. Measured against the multi-thread runtime
-/// (bench/ai-proxy): its work stealing and cross-thread wake-ups cost ~15% of the CPU of a
-/// metered AI request. Tasks a request spawns (a detached AI request, a stream's relay) run on
-/// its thread too.
+/// single-threaded runtime: a connection and every task of its requests stay on one thread.
+/// Measured against the multi-thread runtime (bench/ai-proxy): its work stealing and
+/// cross-thread wake-ups cost ~15% of the CPU of a metered AI request. Tasks a request spawns
+/// (a detached AI request, a stream's relay) run on its thread too.
+///
+/// The first thread accepts and hands each connection to the thread serving the fewest. (With
+/// every thread accepting from the same socket, whichever woke first took the connections that
+/// arrived together: 32 at once all went to one thread, which then served them alone while the
+/// other core idled.)
 pub fn serve_threads(
     listener: std::net::TcpListener,
     state: BridgeState,
     threads: usize,
 ) -> std::io::Result<BridgeThreads> {
+    use std::sync::atomic::Ordering;
     listener.set_nonblocking(true)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runtimes = (0..threads.max(1))
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let workers: Arc<[Worker]> = runtimes
+        .iter()
+        .map(|rt| Worker {
+            rt: rt.handle().clone(),
+            open: 0.into(),
+        })
+        .collect();
+    let bridge = Bridge::new(state);
+    let accept = {
+        let workers = workers.clone();
+        let _in_runtime = runtimes[0].enter();
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        accept_loop(listener, move |tcp, peer| {
+            let Some((i, w)) = workers
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, w)| w.open.load(Ordering::Relaxed))
+            else {
+                return;
+            };
+            // Registered again with the reactor of the runtime that serves it.
+            let tcp = match tcp.into_std() {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bridge cannot hand a connection over");
+                    return;
+                }
+            };
+            w.open.fetch_add(1, Ordering::Relaxed);
+            let open = Open(workers.clone(), i);
+            let bridge = bridge.clone();
+            w.rt.spawn(async move {
+                let _open = open;
+                match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => bridge.serve_connection(tcp, peer).await,
+                    Err(e) => tracing::warn!(error = %e, "bridge cannot serve a connection"),
+                }
+            });
+        })
+    };
+    let mut accept = Some(accept);
     let mut handles = Vec::new();
-    for i in 0..threads.max(1) {
-        let listener = listener.try_clone()?;
-        let state = state.clone();
+    for (i, rt) in runtimes.into_iter().enumerate() {
         let mut stopped = stopped.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let accept = accept.take();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("rigbox-bridge-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
-                        let listener = match tokio::net::TcpListener::from_std(listener) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!(error = %e, "bridge thread cannot listen");
-                                return;
+                        let stop = stopped.wait_for(|s| *s);
+                        match accept {
+                            Some(accept) => {
+                                tokio::select! {
+                                    () = accept => {}
+                                    _ = stop => {}
+                                }
                             }
-                        };
-                        serve_until(listener, state, async move {
-                            let _ = stopped.wait_for(|s| *s).await;
-                        })
-                        .await
+                            None => drop(stop.await),
+                        }
                     });
-                    // Dropping the runtime ends its connections and closes the listener.
+                    // Dropping the runtime ends its connections (and closes the listener).
                     drop(rt);
                 })?,
         );

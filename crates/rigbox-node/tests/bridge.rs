@@ -96,7 +96,14 @@ fn direct() -> bridge::Direct {
     bridge::Direct {
         claims: |path| path.starts_with("/direct/"),
         call: Arc::new(|c, req| {
-            Box::pin(async move { echo("direct", &c, req.headers()).into_response() })
+            Box::pin(async move {
+                if req.uri().path() == "/direct/thread" {
+                    // Which thread serves the connection.
+                    let name = std::thread::current().name().unwrap_or("").to_owned();
+                    return name.into_response();
+                }
+                echo("direct", &c, req.headers()).into_response()
+            })
         }),
     }
 }
@@ -279,7 +286,7 @@ async fn bridge_threads_serve_and_stop_closing_their_socket() {
         } else {
             "/rig/v1/echo"
         };
-        // A new connection each time: both threads accept.
+        // A new connection each time: both threads serve.
         let r = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .build()
@@ -291,6 +298,28 @@ async fn bridge_threads_serve_and_stop_closing_their_socket() {
         assert_eq!(r.status(), 200);
         assert_eq!(json_of(r).await["workspace_id"], b.ws.as_str());
     }
+    // Connections open together are spread over the threads: each goes to the one serving the
+    // fewest.
+    let clients: Vec<reqwest::Client> = (0..4).map(|_| reqwest::Client::new()).collect();
+    let mut served = Vec::new();
+    for c in &clients {
+        let r = c
+            .get(format!("http://{addr}/direct/thread"))
+            .send()
+            .await
+            .expect("get");
+        served.push(r.text().await.expect("body"));
+    }
+    served.sort();
+    assert_eq!(
+        served,
+        [
+            "rigbox-bridge-0",
+            "rigbox-bridge-0",
+            "rigbox-bridge-1",
+            "rigbox-bridge-1"
+        ]
+    );
     let stranger = client_from(Ipv4Addr::new(127, 0, 0, 2));
     let r = stranger
         .get(format!("http://{addr}/direct/echo"))
