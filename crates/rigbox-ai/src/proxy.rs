@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::FutureExt;
 use rigbox_types::agent::BridgeCaller;
 use rigbox_types::wallet::{Account, Admission, Charge, Committed, Hold};
 use serde_json::Value;
@@ -130,20 +131,21 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Runs `upstream` while the hold commits. A failed commit means no hold exists and nothing
-/// may be relayed: the upstream's answer is dropped and the client gets 500.
-async fn beside_commit<T>(
-    request_id: &str,
-    upstream: impl Future<Output = T>,
+/// may be relayed: the upstream's answer is dropped and the client gets 500. (A combinator, not
+/// an `async fn`: that would hold `upstream` twice, as its argument and inside the join, and
+/// the future of every metered request would be twice its size to move around.)
+fn beside_commit<'a, T>(
+    request_id: &'a str,
+    upstream: impl Future<Output = T> + 'a,
     committed: Committed,
-) -> Result<T, GatewayError> {
-    let (out, committed) = tokio::join!(upstream, committed);
-    match committed {
+) -> impl Future<Output = Result<T, GatewayError>> + 'a {
+    futures::future::join(upstream, committed).map(move |(out, committed)| match committed {
         Ok(()) => Ok(out),
         Err(e) => {
             tracing::error!(request_id, error = %e, "cannot commit a hold");
             Err(GatewayError::internal())
         }
-    }
+    })
 }
 
 /// A future run in the task awaiting it, moved to a task of its own if that task stops waiting
