@@ -79,11 +79,9 @@
 //! benchmarks; [`FakeAi::request_count`] always counts.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use axum::serve::ListenerExt;
-use axum::Router;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -325,17 +323,23 @@ impl FakeAi {
             next_id: AtomicU64::new(1),
             shutdown,
         });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = listener.tap_io(|tcp| {
-            // SSE frames must leave at once, not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
+        // hyper directly, without a router: the fake shares the benchmark's cores with the
+        // proxy it serves (bench/ai-proxy), so what it costs per request is kept small.
+        let serving = shared.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })
-                .await;
+            loop {
+                let accepted = tokio::select! {
+                    r = listener.accept() => r,
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                };
+                let Ok((tcp, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                // SSE frames must leave at once, not wait for Nagle.
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(serve_connection(serving.clone(), tcp));
+            }
         });
         FakeAi { addr, shared }
     }
@@ -581,7 +585,28 @@ enum ReplyBody {
     Sse(Vec<Bytes>),
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+/// Serves one connection (HTTP/1.1) until it ends or the fake shuts down, which closes it once
+/// its answer in progress is out.
+async fn serve_connection(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
+    let mut stop = shared.shutdown.subscribe();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(shared, req.map(Body::new)).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+    let mut conn = std::pin::pin!(conn);
+    let stopped = tokio::select! {
+        _ = conn.as_mut() => false,
+        r = stop.wait_for(|stopped| *stopped) => r.is_ok(),
+    };
+    if stopped {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let raw = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -1007,16 +1032,20 @@ impl Gen {
     }
 
     /// OpenAI Chat Completions / Completions `usage`.
-    fn openai_usage(&self) -> Value {
-        let mut u = json!({
-            "prompt_tokens": self.input,
-            "completion_tokens": self.output,
-            "total_tokens": self.input + self.output,
-            "prompt_tokens_details": {"cached_tokens": self.cache_read},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        });
-        self.add_cost(&mut u);
-        u
+    fn openai_usage(&self) -> OpenAiUsage {
+        OpenAiUsage {
+            prompt_tokens: self.input,
+            completion_tokens: self.output,
+            total_tokens: self.input + self.output,
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: self.cache_read,
+            },
+            completion_tokens_details: ReasoningTokens {
+                reasoning_tokens: 0,
+            },
+            cost: self.cost,
+            is_byok: self.cost.map(|_| false),
+        }
     }
 
     fn add_cost(&self, usage: &mut Value) {
@@ -1025,6 +1054,64 @@ impl Gen {
             usage["is_byok"] = json!(false);
         }
     }
+}
+
+// The answers the benchmark asks for (bench/ai-proxy), as types: built per request, a tree of
+// `Value`s costs the fake several times what serializing these does. `()` is `null`.
+
+/// OpenAI's `usage` of Chat Completions and Completions, with OpenRouter's cost when asked for.
+#[derive(serde::Serialize)]
+struct OpenAiUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    completion_tokens_details: ReasoningTokens,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_byok: Option<bool>,
+}
+
+#[derive(serde::Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+/// A Chat Completions answer, not streamed.
+#[derive(serde::Serialize)]
+struct ChatCompletion<'a> {
+    id: String,
+    provider: &'static str,
+    model: &'a str,
+    object: &'static str,
+    created: u64,
+    choices: [ChatChoice<'a>; 1],
+    system_fingerprint: (),
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(serde::Serialize)]
+struct ChatChoice<'a> {
+    logprobs: (),
+    finish_reason: &'static str,
+    native_finish_reason: &'static str,
+    index: u32,
+    message: ChatMessage<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ChatMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    refusal: (),
+    reasoning: (),
 }
 
 /// `count` words and their split into at most `chunks` non-empty pieces.
@@ -1053,15 +1140,15 @@ fn words(count: u64, chunks: usize) -> (String, Vec<String>) {
 
 /// `v` as JSON text (`serde_json::to_vec`: `Display` goes through `fmt::Write`, twice as slow,
 /// and the fake shares the benchmark's cores with what it measures).
-fn json_bytes(v: &Value) -> Bytes {
+fn json_bytes(v: &impl serde::Serialize) -> Bytes {
     framed(b"", v, b"")
 }
 
 /// `head`, `v` as JSON text, `tail`, in one buffer.
-fn framed(head: &[u8], v: &Value, tail: &[u8]) -> Bytes {
+fn framed(head: &[u8], v: &impl serde::Serialize, tail: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(head);
-    serde_json::to_writer(&mut out, v).expect("a Value always serializes");
+    serde_json::to_writer(&mut out, v).expect("the fake's answers always serialize");
     out.extend_from_slice(tail);
     Bytes::from(out)
 }
@@ -1077,7 +1164,7 @@ fn event_frame(name: &str, v: &Value) -> Bytes {
 const DONE: &[u8] = b"data: [DONE]\n\n";
 const PROCESSING: &[u8] = b": OPENROUTER PROCESSING\n\n";
 
-fn json_reply(body: &Value, report: Option<Reported>) -> Reply {
+fn json_reply(body: &impl serde::Serialize, report: Option<Reported>) -> Reply {
     Reply {
         content_type: "application/json",
         headers: Vec::new(),
@@ -1111,28 +1198,31 @@ fn openrouter_stream_error(gen: &Gen, object: &str, frames: &mut Vec<Bytes>, aft
 
 fn chat(gen: &Gen, sc: &Scenario, body: &Value) -> Reply {
     if !gen.stream {
-        let mut v = json!({
-            "id": gen.id(),
-            "provider": "Fake",
-            "model": gen.model,
-            "object": "chat.completion",
-            "created": gen.created,
-            "choices": [{
-                "logprobs": null,
-                "finish_reason": gen.finish_reason(),
-                "native_finish_reason": gen.finish_reason(),
-                "index": 0,
-                "message": {"role": "assistant", "content": gen.text, "refusal": null, "reasoning": null},
+        let answer = ChatCompletion {
+            id: gen.id(),
+            provider: "Fake",
+            model: &gen.model,
+            object: "chat.completion",
+            created: gen.created,
+            choices: [ChatChoice {
+                logprobs: (),
+                finish_reason: gen.finish_reason(),
+                native_finish_reason: gen.finish_reason(),
+                index: 0,
+                message: ChatMessage {
+                    role: "assistant",
+                    content: &gen.text,
+                    refusal: (),
+                    reasoning: (),
+                },
             }],
-            "system_fingerprint": null,
-        });
-        if gen.usage {
-            v["usage"] = gen.openai_usage();
-        }
+            system_fingerprint: (),
+            usage: gen.usage.then(|| gen.openai_usage()),
+        };
         let report = gen
             .usage
             .then(|| gen.reported(Endpoint::ChatCompletions, false));
-        return json_reply(&v, report);
+        return json_reply(&answer, report);
     }
     let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
     let chunk = |delta: Value, finish: Value| {
@@ -1201,7 +1291,7 @@ fn completions(gen: &Gen, sc: &Scenario, body: &Value) -> Reply {
     if !gen.stream {
         let mut v = chunk(&gen.text, json!(gen.finish_reason()));
         if gen.usage {
-            v["usage"] = gen.openai_usage();
+            v["usage"] = json!(gen.openai_usage());
         }
         let report = gen
             .usage
@@ -1223,7 +1313,7 @@ fn completions(gen: &Gen, sc: &Scenario, body: &Value) -> Reply {
         report = Some((frames.len(), gen.reported(Endpoint::Completions, true)));
         let mut last = chunk("", Value::Null);
         last["choices"] = json!([]);
-        last["usage"] = gen.openai_usage();
+        last["usage"] = json!(gen.openai_usage());
         frames.push(data_frame(&last));
     }
     frames.push(Bytes::from_static(DONE));
