@@ -30,9 +30,9 @@
 # and ours while working on the proxy; no ratio to LiteLLM), PROFILE=1 (perf record rigboxd
 # during one extra throughput run of ours and print where its CPU goes; PROFILE_OUT=FILE keeps
 # perf.data; PROFILE_SCOPE=all records the whole machine instead: the fake upstream and the load
-# generator share its cores with rigboxd), BIN=DIR (run the binaries in DIR, built beforehand, instead of building the
-# checkout: to compare two builds side by side, alternate runs with BIN of each; CARGO_TARGET_DIR
-# alone is no A/B, as the checkout is built into it). For the sides served by rigboxd, each run
+# generator share its cores with rigboxd), BIN=DIR (run the binaries in DIR, built beforehand,
+# instead of building the checkout: to compare two builds side by side, alternate runs with BIN
+# of each; CARGO_TARGET_DIR alone is no A/B, as the checkout is built into it). For the sides served by rigboxd, each run
 # also reports rigboxd's CPU time and times scheduled onto a CPU per request (all its threads).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

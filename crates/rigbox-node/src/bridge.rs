@@ -133,6 +133,31 @@ struct Bridge {
 }
 
 impl Bridge {
+    fn new(state: BridgeState) -> Arc<Self> {
+        Arc::new(Bridge {
+            router: router(state.clone()),
+            st: Arc::new(state),
+            http: auto::Builder::new(TokioExecutor::new()),
+        })
+    }
+
+    /// Serves one connection to its end, in the current runtime.
+    async fn serve_connection(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        // Without TCP_NODELAY a write after a response head waits for the client's delayed ACK
+        // (~40 ms): streamed AI tokens would be held back.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a bridge connection");
+        }
+        let bridge = self.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let bridge = bridge.clone();
+            async move { Ok::<_, Infallible>(bridge.handle(peer, req.map(Body::new)).await) }
+        });
+        if let Err(e) = self.http.serve_connection(TokioIo::new(tcp), svc).await {
+            tracing::debug!(error = %e, "bridge connection ended with an error");
+        }
+    }
+
     /// What every request goes through first: its caller is resolved from the connection alone
     /// and credential headers are dropped; then the direct service takes the paths it claims and
     /// the router the rest. Every answer carries `X-Request-Id` (repeated as
@@ -346,33 +371,6 @@ async fn accept_loop(
                 tracing::warn!(error = %e, "bridge accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        }
-    }
-}
-
-impl Bridge {
-    fn new(state: BridgeState) -> Arc<Self> {
-        Arc::new(Bridge {
-            router: router(state.clone()),
-            st: Arc::new(state),
-            http: auto::Builder::new(TokioExecutor::new()),
-        })
-    }
-
-    /// Serves one connection to its end, in the current runtime.
-    async fn serve_connection(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
-        // Without TCP_NODELAY a write after a response head waits for the client's delayed ACK
-        // (~40 ms): streamed AI tokens would be held back.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a bridge connection");
-        }
-        let bridge = self.clone();
-        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let bridge = bridge.clone();
-            async move { Ok::<_, Infallible>(bridge.handle(peer, req.map(Body::new)).await) }
-        });
-        if let Err(e) = self.http.serve_connection(TokioIo::new(tcp), svc).await {
-            tracing::debug!(error = %e, "bridge connection ended with an error");
         }
     }
 }

@@ -1043,15 +1043,23 @@ impl Gen {
             completion_tokens_details: ReasoningTokens {
                 reasoning_tokens: 0,
             },
-            cost: self.cost,
-            is_byok: self.cost.map(|_| false),
+            cost: self.cost_fields(),
         }
     }
 
+    /// OpenRouter's cost fields of a `usage`, when the cost goes out.
+    fn cost_fields(&self) -> Option<CostFields> {
+        self.cost.map(|cost| CostFields {
+            cost,
+            is_byok: false,
+        })
+    }
+
     fn add_cost(&self, usage: &mut Value) {
-        if let Some(cost) = self.cost {
-            usage["cost"] = json!(cost);
-            usage["is_byok"] = json!(false);
+        if let (Some(u), Some(Value::Object(fields))) =
+            (usage.as_object_mut(), self.cost_fields().map(|c| json!(c)))
+        {
+            u.extend(fields);
         }
     }
 }
@@ -1067,10 +1075,15 @@ struct OpenAiUsage {
     total_tokens: u64,
     prompt_tokens_details: CachedTokens,
     completion_tokens_details: ReasoningTokens,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cost: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    is_byok: Option<bool>,
+    #[serde(flatten)]
+    cost: Option<CostFields>,
+}
+
+/// OpenRouter's `usage.cost` and `usage.is_byok`.
+#[derive(serde::Serialize)]
+struct CostFields {
+    cost: f64,
+    is_byok: bool,
 }
 
 #[derive(serde::Serialize)]
